@@ -1,0 +1,27 @@
+"""gradstep: the PyTorch training loop every tutorial teaches, done right, fast, and shown.
+
+Example::
+
+    import gradstep as gs
+    trainer = gs.Trainer(epochs=10, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9)
+    result = trainer.fit(model, train=(X, y), val=(Xv, yv))
+    result.history[-1]          # {"epoch": 10, "train_loss": ..., "val_acc": ..., ...}
+    trainer.predict(X_new).argmax(1)
+"""
+
+from gradstep.callbacks import Callback
+from gradstep.config import Config, load_config
+from gradstep.errors import UserError
+from gradstep.state import TrainState
+from gradstep.trainer import FitResult, Trainer, __version__
+
+__all__ = [
+    "Callback",
+    "Config",
+    "FitResult",
+    "TrainState",
+    "Trainer",
+    "UserError",
+    "__version__",
+    "load_config",
+]

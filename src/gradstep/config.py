@@ -1,0 +1,355 @@
+"""Typed configuration: every key, its default, its validation, ``--set`` overrides.
+
+One :class:`Config` describes a run. It comes from a TOML file (``gradstep fit CONFIG.toml``),
+from ``--set section.key=value`` overrides, or from the flat keyword arguments of
+:class:`gradstep.Trainer` (``epochs=5, lr=0.1, optimizer="sgd"``); all three meet here.
+
+Rules a user can rely on:
+
+* every key has a default, so an empty file (or no file) is a valid config: the built-in example;
+* an unknown section or key is an error that names it and suggests the closest valid one;
+* a value of the wrong type or out of range is an error naming ``[section] key``, the value and
+  what was expected;
+* ``--set`` values are read as TOML values (``[64, 32]``, ``0.1``, ``true``), and anything that is
+  not valid TOML is taken as a string, so ``--set train.batch_size=full`` works unquoted.
+
+Example::
+
+    cfg = load_config("examples/mnist_simplenet.toml", overrides=["train.epochs=2"])
+    cfg.train.epochs  # 2
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gradstep.errors import UserError, did_you_mean
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+LOSSES = ("cross_entropy", "mse", "l1", "bce_with_logits")
+# The learning rate each optimizer gets when none is given (PyTorch's own defaults, and 0.01 for
+# SGD, the value every tutorial starts from). The resolved config writes the value out.
+DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-2}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunSection(_Section):
+    """``[run]``: where the run is written, its seed and its device."""
+
+    name: str | None = None
+    """Run directory name; default: the config file's stem, or ``<model>-<data>``."""
+    dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"
+    """``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        base, _, index = v.partition(":")
+        if base not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
+            raise ValueError('expected "auto", "cpu", "cuda", "cuda:N" or "mps"')
+        return v
+
+
+class DataSection(_Section):
+    """``[data]``: where samples come from and how they are prepared."""
+
+    source: str = "digits"
+    """digits, random, circles, moons, mnist, csv, npz, or ``"file.py:function"``."""
+    path: str | None = None
+    val_path: str | None = None
+    val_split: float = Field(0.2, ge=0.0, lt=1.0)
+    normalize: bool = True
+    # source-specific keys
+    n: int = Field(1000, ge=1)
+    """Number of samples (random, circles, moons)."""
+    features: int = Field(10, ge=1)
+    """Feature count (random)."""
+    classes: int = Field(2, ge=2)
+    """Class count (random)."""
+    noise: float = Field(0.1, ge=0.0)
+    """Gaussian noise (circles, moons)."""
+    factor: float = Field(0.5, gt=0.0, lt=1.0)
+    """Inner/outer circle ratio (circles)."""
+    target: str = "target"
+    """The target column's name (csv)."""
+    download: bool = True
+    """Download MNIST when it is missing from ``path``."""
+    num_workers: int = Field(0, ge=0)
+    """DataLoader workers, used only for a generic ``Dataset``."""
+
+
+class ModelSection(_Section):
+    """``[model]`` and ``[model.args]``: which model, built with which constructor arguments."""
+
+    name: str = "mlp"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainSection(_Section):
+    """``[train]``: the loop's counts: epochs, steps, batches, the loss and logging."""
+
+    epochs: int = Field(10, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps (whichever of epochs / max_steps ends first)."""
+    batch_size: int | Literal["full"] = 32
+    accumulate: int = Field(1, ge=1)
+    drop_last: bool = False
+    shuffle: bool = True
+    loss: Literal["cross_entropy", "mse", "l1", "bce_with_logits"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    log_every: int = Field(50, ge=1)
+    """Print and record a progress line every this many steps of an epoch."""
+    val_every: int | Literal["epoch"] = "epoch"
+    progress: bool | Literal["auto"] = "auto"
+    """A live progress bar: ``"auto"`` shows it only when output is a terminal."""
+
+    @field_validator("batch_size", "val_every")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+
+class OptimSection(_Section):
+    """``[optim]``: the optimizer and its hyper-parameters."""
+
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
+    lr: float | None = Field(None, gt=0.0)
+    """Learning rate; default by optimizer: sgd 0.01, adam/adamw 0.001, rmsprop 0.01."""
+    momentum: float = Field(0.0, ge=0.0)
+    nesterov: bool = False
+    weight_decay: float | None = Field(None, ge=0.0)
+    """L2 penalty (decoupled for adamw); default 0.01 for adamw (PyTorch's), else 0."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    alpha: float = Field(0.99, gt=0.0)
+    """RMSprop's smoothing constant."""
+
+    @field_validator("lr")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _resolve(self) -> OptimSection:
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise ValueError('nesterov = true needs name = "sgd" and momentum > 0')
+        # Defaults that depend on the optimizer are filled in here, so the resolved config
+        # written to the run directory shows the values really used.
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.name]
+        if self.weight_decay is None:
+            self.weight_decay = 0.01 if self.name == "adamw" else 0.0
+        return self
+
+
+class Config(_Section):
+    """A whole run's settings. Every field has a default; see each section's docstring."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "run": RunSection,
+    "data": DataSection,
+    "model": ModelSection,
+    "train": TrainSection,
+    "optim": OptimSection,
+}
+
+# Flat keyword names of gs.Trainer(...) -> (section, key). A key's own name unless two sections
+# share it or the name would read badly on its own.
+_RENAMED = {
+    ("run", "name"): "name",
+    ("run", "dir"): "run_dir",
+    ("data", "path"): "data_path",
+    ("model", "name"): "model",
+    ("model", "args"): "model_args",
+    ("optim", "name"): "optimizer",
+}
+FLAT_KEYS: dict[str, tuple[str, str]] = {}
+for _section, _cls in SECTIONS.items():
+    for _key in _cls.model_fields:
+        FLAT_KEYS[_RENAMED.get((_section, _key), _key)] = (_section, _key)
+
+# What a union-typed key expects, in words (pydantic's own message lists each branch).
+_EXPECTED = {
+    ("train", "batch_size"): 'a positive integer or "full"',
+    ("train", "val_every"): '"epoch" or a positive number of steps',
+    ("train", "progress"): 'true, false or "auto"',
+    ("train", "max_steps"): "a positive integer",
+    ("optim", "lr"): "a positive number",
+}
+
+
+def _section_key(section: str, key: str) -> str:
+    return f"[{section}] {key}"
+
+
+def _format_error(err: ValidationError, origin: str, name=_section_key) -> str:
+    """One line for the first error: where, which key, the value, and what was expected."""
+    e = err.errors()[0]
+    loc = [str(p) for p in e["loc"]]
+    where = f"{origin}: " if origin else ""
+    if e["type"] == "extra_forbidden":
+        if len(loc) == 1:
+            return f"{where}unknown section [{loc[0]}]{did_you_mean(loc[0], SECTIONS)}"
+        section, key = loc[0], loc[1]
+        valid = SECTIONS[section].model_fields if section in SECTIONS else []
+        return f"{where}unknown key {name(section, key)}{did_you_mean(key, valid)}"
+    section = loc[0] if loc else "?"
+    key = loc[1] if len(loc) > 1 else ""
+    expected = _EXPECTED.get((section, key))
+    if expected is None:
+        expected = e["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+        expected = expected[0].lower() + expected[1:] if expected else expected
+    if e["type"] == "missing" or not key:
+        return f"{where}[{section}]: {expected}"
+    value = e.get("input")
+    shown = f" = {value!r}" if not isinstance(value, dict) else ""
+    return f"{where}{name(section, key)}{shown}: expected {expected}"
+
+
+def validate_config(raw: dict[str, Any], origin: str = "") -> Config:
+    """Build a :class:`Config` from nested dicts, raising :class:`UserError` with one clear line."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_format_error(err, origin)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` (``model.args.hidden=[64,32]``) into a key path and a value.
+
+    The value is read as a TOML value; if that fails it is taken as a plain string.
+    """
+    dotted, sep, value_text = text.partition("=")
+    if not sep or not dotted.strip():
+        raise UserError(f"--set {text!r}: expected section.key=value")
+    path = [p.strip() for p in dotted.strip().split(".")]
+    if len(path) < 2 or not all(path):
+        raise UserError(f"--set {text!r}: expected section.key=value (e.g. train.epochs=5)")
+    value_text = value_text.strip()
+    try:
+        value = tomllib.loads(f"v = {value_text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the nested dict ``raw`` with each ``section.key=value`` set."""
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text!r}: {part!r} is a value, not a section")
+            child = dict(child)
+            node[part] = child
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file, raising :class:`UserError` naming the file for a missing or bad one."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a directory, expected a TOML config file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{p}: not valid TOML: {err}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config (or none: all defaults) and apply ``--set`` overrides."""
+    raw = read_toml(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    return validate_config(raw, origin=str(path) if path is not None else "")
+
+
+def config_from_flat(settings: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from ``gs.Trainer`` keyword arguments (``epochs=5, lr=0.1``)."""
+    raw: dict[str, Any] = {}
+    for flat, value in settings.items():
+        if flat not in FLAT_KEYS:
+            raise UserError(f"unknown setting '{flat}'{did_you_mean(flat, FLAT_KEYS)}")
+        section, key = FLAT_KEYS[flat]
+        raw.setdefault(section, {})[key] = value
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        flat_name = {v: k for k, v in FLAT_KEYS.items()}
+        raise UserError(_format_error(err, "", lambda s, k: flat_name[(s, k)])) from None
+
+
+# --- writing the resolved config back out ------------------------------------------------------
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+
+
+def to_toml(cfg: Config) -> str:
+    """The config as TOML with every key written out; unset optional keys appear as comments."""
+    lines = ["# Resolved gradstep config: every key, defaults included.", ""]
+    data = cfg.model_dump()
+    for section, values in data.items():
+        tables = {}
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if value is None:
+                lines.append(f"# {key} = (not set)")
+            elif section == "model" and key == "args":
+                tables[f"{section}.{key}"] = value
+            else:
+                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        for name, table in tables.items():
+            lines += ["", f"[{name}]"]
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""Turn what users hand us — tensors, numpy arrays, lists, Datasets, DataLoaders — into one form.
+
+In-memory data becomes a ``(X, y)`` pair of tensors (float64 features become float32, the dtype
+of PyTorch's parameters; integer labels become int64) so it can be batched by slicing whole
+tensors. A ``TensorDataset`` of two tensors counts as in-memory too. Any other ``Dataset`` or a
+``DataLoader`` is kept as it is and goes through ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from gradstep.errors import UserError
+
+TensorPair = tuple[torch.Tensor, torch.Tensor]
+DataLike = TensorPair | Dataset | DataLoader
+
+
+def _tensor(a: Any, what: str) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        t = a
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(a))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise UserError(f"{what}: cannot be made a tensor: {err}") from None
+    if t.dtype == torch.float64:
+        t = t.float()
+    elif t.dtype in (torch.int8, torch.int16, torch.int32, torch.uint8):
+        t = t.long()
+    return t
+
+
+def to_data(obj: Any, what: str) -> DataLike:
+    """Normalise ``obj`` (``(X, y)``, a Dataset or a DataLoader); ``what`` names it in errors."""
+    if isinstance(obj, DataLoader):
+        return obj
+    if isinstance(obj, TensorDataset) and len(obj.tensors) == 2:
+        obj = obj.tensors
+    if isinstance(obj, Dataset):
+        try:
+            n = len(obj)  # type: ignore[arg-type]
+        except TypeError:
+            raise UserError(f"{what}: a Dataset without __len__; wrap it in a DataLoader") from None
+        if n == 0:
+            raise UserError(f"{what}: the dataset is empty")
+        return obj
+    if isinstance(obj, tuple | list) and len(obj) == 2:
+        x, y = _tensor(obj[0], f"{what} X"), _tensor(obj[1], f"{what} y")
+        if x.ndim == 0 or y.ndim == 0:
+            raise UserError(
+                f"{what}: X and y need a sample dimension, got shapes "
+                f"{tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if len(x) != len(y):
+            raise UserError(f"{what}: X has {len(x)} samples but y has {len(y)}")
+        if len(x) == 0:
+            raise UserError(f"{what}: the dataset is empty (0 samples)")
+        return x, y
+    raise UserError(
+        f"{what}: expected (X, y) tensors or arrays, a Dataset or a DataLoader, "
+        f"got {type(obj).__name__}"
+    )
+
+
+def is_pair(data: DataLike | None) -> bool:
+    return isinstance(data, tuple)
+
+
+def num_samples(data: DataLike) -> int:
+    if isinstance(data, tuple):
+        return len(data[0])
+    if isinstance(data, DataLoader):
+        return len(data.dataset)  # type: ignore[arg-type]
+    return len(data)  # type: ignore[arg-type]

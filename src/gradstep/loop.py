@@ -1,0 +1,179 @@
+"""The training loop: the classic hand-written loop, once, done right.
+
+In pseudocode, what :func:`fit_loop` does::
+
+    for epoch in 1..epochs:
+        model.train()
+        for group of `accumulate` micro-batches (x, y):        # one optimizer step
+            for x, y in group:
+                out = model(x); loss = loss_fn(out, y)
+                (loss * samples_in_batch / samples_in_group).backward()
+            optimizer.step(); optimizer.zero_grad()
+            on_step_end                                           # logging, progress, ...
+        train metrics; validate (model.eval(), inference_mode); on_epoch_end
+        stop when epochs or max_steps are done, or a callback asked to
+
+Who owns what: the loop owns the counters in :class:`~gradstep.state.TrainState` and the
+order of operations; everything else (progress lines, files, the bar) hangs off callbacks.
+
+Accumulation: each micro-batch's mean loss is weighted by its share of the group's samples, so a
+step's gradient is the gradient of the mean loss over the samples the step really saw — the
+epoch's trailing partial group included (it is applied, not dropped, and nothing leaks into the
+next epoch). With ``accumulate = 1`` the weight is 1 and no multiply happens.
+
+Speed: no host-device sync per step. Loss and predictions stay on the device in a
+:class:`~gradstep.metrics.Meter` and are read at ``log_every`` and at epoch end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradstep.callbacks.base import CallbackList
+from gradstep.metrics import Meter
+from gradstep.state import TrainState
+
+Batch = tuple[Any, torch.Tensor]
+
+
+@dataclass
+class LoopParts:
+    """Everything the loop touches. ``val_every`` is None for "each epoch", else a step count."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    task: str
+    train: Any  # TensorBatches | LoaderBatches
+    val: Any | None
+    callbacks: CallbackList
+    val_every: int | None = None
+
+
+def _groups(batches: Iterable[Batch], k: int) -> Iterator[list[Batch]]:
+    """Micro-batches in groups of ``k`` (one optimizer step each); the last may be smaller."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == k:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def fit_loop(p: LoopParts, state: TrainState) -> None:
+    """Train until ``state.epochs`` or ``state.max_steps`` is reached or a callback stops it."""
+    state.model, state.optimizer = p.model, p.optimizer
+    p.callbacks.on_fit_start(state)
+    try:
+        while state.epoch < state.epochs and not state.should_stop:
+            train_epoch(p, state)
+        if not state.should_stop:
+            state.stop_reason = "completed"
+    except BaseException as exc:
+        state.stop_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+        p.callbacks.on_exception(state, exc)
+        raise
+    p.callbacks.on_fit_end(state)
+
+
+def train_epoch(p: LoopParts, state: TrainState) -> None:
+    model, optimizer, loss_fn, callbacks = p.model, p.optimizer, p.loss_fn, p.callbacks
+    state.epoch += 1
+    state.batch = state.step_in_epoch = 0
+    meter = state.train_meter = Meter(p.task)
+    started = time.perf_counter()
+    validated_at = -1
+    model.train()
+    callbacks.on_epoch_start(state)
+
+    for group in _groups(p.train.epoch(state.epoch), state.accumulate):
+        n = len(group[0][1]) if len(group) == 1 else sum(len(y) for _, y in group)
+        for x, y in group:
+            out = model(x)
+            loss = loss_fn(out, y)
+            meter.update(loss, out, y)
+            (loss if len(group) == 1 else loss * (len(y) / n)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        state.batch += len(group)
+        state.step_in_epoch += 1
+        state.global_step += 1
+        state.samples_seen += n
+        callbacks.on_step_end(state)
+        if p.val_every is not None and state.global_step % p.val_every == 0:
+            validate(p, state)
+            validated_at = state.global_step
+        if state.max_steps is not None and state.global_step >= state.max_steps:
+            state.stop("max_steps")
+        if state.should_stop:
+            break
+
+    state.train_metrics = meter.compute()  # one host sync per epoch
+    if p.val is not None and validated_at != state.global_step:
+        if p.val_every is None or state.should_stop or state.epoch == state.epochs:
+            validate(p, state)
+    partial = state.step_in_epoch < state.steps_per_epoch
+    if not partial:
+        state.epochs_completed += 1
+    state.epoch_time_s = time.perf_counter() - started
+    record = {
+        "epoch": state.epoch,
+        "step": state.global_step,
+        **{f"train_{k}": v for k, v in state.train_metrics.items()},
+        **{f"val_{k}": v for k, v in state.val_metrics.items()},
+        "lr": state.lr,
+        "time_s": state.epoch_time_s,
+    }
+    if partial:
+        record["partial"] = True
+    state.history.append(record)
+    callbacks.on_epoch_end(state)
+
+
+def evaluate_batches(
+    model: nn.Module, batches: Iterable[Batch], loss_fn: nn.Module, task: str
+) -> dict[str, float]:
+    """Loss and metric over ``batches`` in eval mode, under ``inference_mode`` (no gradients).
+
+    The model's train/eval mode is restored afterwards, so BatchNorm running statistics and
+    dropout behave as training left them.
+    """
+    was_training = model.training
+    model.eval()
+    meter = Meter(task)
+    try:
+        with torch.inference_mode():
+            for x, y in batches:
+                out = model(x)
+                meter.update(loss_fn(out, y), out, y)
+    finally:
+        model.train(was_training)
+    return meter.compute()
+
+
+def validate(p: LoopParts, state: TrainState) -> None:
+    state.val_metrics = evaluate_batches(p.model, p.val.epoch(0), p.loss_fn, p.task)
+    p.callbacks.on_validation_end(state)
+
+
+def predict_batches(model: nn.Module, batches: Iterable[Any]) -> torch.Tensor:
+    """The model's outputs for every batch, concatenated on the CPU (eval mode, inference_mode)."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        with torch.inference_mode():
+            for x in batches:
+                outs.append(model(x))
+    finally:
+        model.train(was_training)
+    return torch.cat(outs).cpu()

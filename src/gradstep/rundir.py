@@ -1,0 +1,48 @@
+"""The run directory: ``<dir>/<name>/``, created once, never reused, written atomically.
+
+A new run never writes into an existing run's directory: if ``runs/<name>`` exists the run takes
+``runs/<name>-2``, ``-3``, ... (``os.mkdir`` fails on an existing directory, so two runs started
+at once cannot share one). Files that are rewritten (``summary.json``) are written to a temporary
+sibling and renamed over, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def create_run_dir(parent: str | Path, name: str) -> Path:
+    """Create and return a fresh ``parent/name`` (or ``name-2``, ``name-3``, ... if taken)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        path = parent / (name if i == 1 else f"{name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free run directory name for {parent / name}")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a fsync'd temporary sibling and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, allow_nan=False, default=str) + "\n")

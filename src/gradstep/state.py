@@ -1,0 +1,78 @@
+"""The run's progress counters: epoch, batch, step, samples — and whether to stop.
+
+One :class:`TrainState` is shared by the loop and every callback. The loop owns the counters;
+a callback stops training by calling :meth:`TrainState.stop` (never by raising). The counters
+round-trip through :meth:`state_dict` / :meth:`load_state_dict`; the runtime references
+(model, optimizer, meters) do not.
+
+Counting (DESIGN.md's vocabulary): ``epoch`` is 1-based (the epoch under way or just finished);
+``batch`` counts micro-batches done in this epoch; ``global_step`` counts optimizer steps since
+the run began; ``steps_per_epoch = ceil(batches_per_epoch / accumulate)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+_SAVED = (
+    "epoch",
+    "batch",
+    "step_in_epoch",
+    "global_step",
+    "samples_seen",
+    "epochs_completed",
+    "should_stop",
+    "stop_reason",
+)
+
+
+@dataclass
+class TrainState:
+    epochs: int
+    batches_per_epoch: int
+    accumulate: int = 1
+    max_steps: int | None = None
+    epoch: int = 0
+    batch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    samples_seen: int = 0
+    epochs_completed: int = 0
+    should_stop: bool = False
+    stop_reason: str | None = None
+    # runtime only (not in state_dict)
+    model: Any = field(default=None, repr=False)
+    optimizer: Any = field(default=None, repr=False)
+    train_meter: Any = field(default=None, repr=False)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    epoch_time_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.batches_per_epoch // self.accumulate)
+
+    @property
+    def total_steps(self) -> int:
+        total = self.epochs * self.steps_per_epoch
+        return min(total, self.max_steps) if self.max_steps is not None else total
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
+
+    def stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current step; the first reason given is kept."""
+        if not self.should_stop:
+            self.should_stop, self.stop_reason = True, reason
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _SAVED}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = {f.name for f in fields(self)}
+        for k in _SAVED:
+            if k in state and k in names:
+                setattr(self, k, state[k])

@@ -1,0 +1,449 @@
+"""``gs.Trainer``: settings in, a trained model and a run directory out.
+
+:meth:`Trainer.fit` sets a run up — data, model, checks, run directory, callbacks — and hands it
+to :func:`gradstep.loop.fit_loop`. Every user mistake is found before the run directory exists
+(:mod:`gradstep.preflight`), so a failed start leaves nothing behind.
+
+Example::
+
+    import gradstep as gs
+    trainer = gs.Trainer(epochs=10, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9)
+    result = trainer.fit(model, train=(X, y), val=(Xv, yv))
+    result.history[-1]["val_acc"]
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from gradstep import dist, preflight
+from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
+from gradstep.config import Config, config_from_flat, load_config, to_toml
+from gradstep.data import Normalizer, PreparedData, fix_targets, make_batches, prepare_data
+from gradstep.data.convert import to_data
+from gradstep.errors import UserError
+from gradstep.logging.base import Sink
+from gradstep.logging.console import ConsoleSink, print_summary
+from gradstep.logging.jsonl import JsonlSink
+from gradstep.loop import LoopParts, evaluate_batches, fit_loop, predict_batches
+from gradstep.losses import TASK, build_loss
+from gradstep.models import DataShape, build_model
+from gradstep.optim import build_optimizer
+from gradstep.rundir import create_run_dir, write_atomic, write_json
+from gradstep.state import TrainState
+
+__version__ = "0.1.0"
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` returns.
+
+    ``history`` has one dict per epoch (``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``,
+    ``lr``, ``time_s``, ...); ``summary`` is what ``summary.json`` holds.
+    """
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+    run_dir: Path | None
+    config: Config = field(repr=False)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.summary["final"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators (dropout, init, ...)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"``: cuda if available, then mps, then cpu. Asking for a missing one is an error."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = mps is not None and mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"[run] device = {name!r}: CUDA is not available on this machine")
+    if name == "mps" and not mps_ok:
+        raise UserError("[run] device = 'mps': MPS is not available on this machine")
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "gradstep": __version__,
+    }
+
+
+class Trainer:
+    """Train, evaluate and predict with one set of settings.
+
+    Args:
+        config: a full :class:`~gradstep.config.Config` (what ``gradstep fit`` uses), or None.
+        callbacks: extra :class:`~gradstep.callbacks.Callback` objects, called after the built-in
+            ones.
+        **settings: any config key by its flat name — ``epochs``, ``batch_size`` (int or
+            ``"full"``), ``accumulate``, ``lr``, ``optimizer``, ``momentum``, ``seed``, ``device``,
+            ``loss``, ``log_every``, ``val_split``, ``normalize``, ``run_dir``, ``name``, ... (see
+            :data:`gradstep.config.FLAT_KEYS`). Unknown names raise :class:`UserError`.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        callbacks: Sequence[Callback] = (),
+        **settings: Any,
+    ) -> None:
+        if config is not None and settings:
+            raise UserError("pass either config= or keyword settings, not both")
+        self.config = config if config is not None else config_from_flat(settings)
+        self.callbacks = list(callbacks)
+        self.base_dir: Path | None = None
+        self.default_name: str | None = None
+        self.model: nn.Module | None = None
+        self.normalizer: Normalizer | None = None
+        self.device = torch.device("cpu")
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Trainer:
+        """A trainer for a TOML config file (or the defaults), with ``--set`` style overrides."""
+        trainer = cls(load_config(path, list(overrides)))
+        if path is not None:
+            trainer.base_dir = Path(path).resolve().parent
+            trainer.default_name = Path(path).stem
+        return trainer
+
+    # --- fit -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        model: nn.Module | str | None = None,
+        train: Any = None,
+        val: Any = None,
+    ) -> FitResult:
+        """Train ``model`` (a module, a model name, or None for ``[model] name``) on ``train``
+        (``(X, y)`` tensors or arrays, a Dataset or a DataLoader; None for ``[data] source``),
+        validating on ``val`` (or a ``val_split`` of ``train``) after every epoch."""
+        started = time.perf_counter()
+        cfg = self.config.model_copy(deep=True)
+        seed_everything(cfg.run.seed)
+        device = pick_device(cfg.run.device)
+        task = TASK[cfg.train.loss]
+        data = prepare_data(cfg, task, train, val, self.base_dir)
+        model, model_name = self._model(cfg, model, data, task)
+        model.to(device)
+        train_b, val_b = self._batches(cfg, data, model, model_name, task, device)
+        optimizer = build_optimizer(cfg.optim, model.parameters())
+        loss_fn = build_loss(cfg.train.loss, cfg.train.label_smoothing)
+
+        # Everything the user can get wrong has been checked: from here on we write.
+        if train is not None:
+            cfg.data.source = "(python)"
+        main = dist.is_main_process()
+        console = Console(quiet=not main)
+        run_dir = self._create_run_dir(cfg, model_name, data) if main else None
+        state = TrainState(
+            epochs=cfg.train.epochs,
+            batches_per_epoch=len(train_b),
+            accumulate=cfg.train.accumulate,
+            max_steps=cfg.train.max_steps,
+        )
+        sinks: list[Sink] = [ConsoleSink(console)]
+        if run_dir is not None:
+            sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
+        callbacks: list[Callback] = [MetricsLogger(sinks, cfg.train.log_every)]
+        show_bar = cfg.train.progress is True or (
+            cfg.train.progress == "auto" and console.is_terminal
+        )
+        if show_bar and main:
+            callbacks.append(ProgressBar(console))
+        callbacks += self.callbacks
+        self._announce(console, cfg, model, model_name, data, train_b, val_b, device, run_dir)
+        parts = LoopParts(
+            model=model,
+            optimizer=optimizer,
+            loss_fn=loss_fn,
+            task=task,
+            train=train_b,
+            val=val_b,
+            callbacks=CallbackList(callbacks),
+            val_every=None if cfg.train.val_every == "epoch" else int(cfg.train.val_every),
+        )
+        self.model, self.normalizer, self.device = model, data.normalizer, device
+        self._loss_fn, self._task = loss_fn, task
+        train_started = time.perf_counter()
+        try:
+            fit_loop(parts, state)
+        finally:
+            train_time = time.perf_counter() - train_started
+            summary = self._summary(
+                cfg,
+                state,
+                model_name,
+                model,
+                device,
+                data,
+                train_b,
+                time.perf_counter() - started,
+                train_time,
+                run_dir,
+            )
+            if run_dir is not None:
+                write_json(run_dir / "summary.json", summary)
+        print_summary(console, summary, str(run_dir) if run_dir else "(none)")
+        return FitResult(model, state.history, summary, run_dir, cfg)
+
+    def _model(
+        self, cfg: Config, model: nn.Module | str | None, data: PreparedData, task: str
+    ) -> tuple[nn.Module, str]:
+        if isinstance(model, nn.Module):
+            cls = type(model)
+            cfg.model.name, cfg.model.args = f"{cls.__module__}:{cls.__qualname__}", {}
+            return model, cls.__name__.lower()
+        if model is not None and not isinstance(model, str):
+            raise UserError(
+                f"model: expected an nn.Module or a model name, got {type(model).__name__}"
+            )
+        name = model if isinstance(model, str) else cfg.model.name
+        x, y = preflight.probe(data.train)
+        sample_shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else ()
+        shape = DataShape(sample_shape, preflight.num_outputs(task, data.train, data.val, y))
+        built, args = build_model(name, cfg.model.args, shape, self.base_dir)
+        cfg.model.name, cfg.model.args = name, args
+        return built, name.rpartition(":")[2].lower()
+
+    def _batches(
+        self,
+        cfg: Config,
+        data: PreparedData,
+        model: nn.Module,
+        model_name: str,
+        task: str,
+        device: torch.device,
+    ) -> tuple[Any, Any]:
+        x, y = preflight.probe(data.train)
+        out = preflight.run_probe(model, x, device, model_name)
+        if preflight.check_outputs(out, y, task, cfg.train.loss, model_name):
+            if not isinstance(data.train, tuple):
+                raise UserError(
+                    f"the model outputs shape {tuple(out.shape)}; make the dataset's targets "
+                    f"shape (1,) per sample to match (they are {tuple(y.shape[1:])})"
+                )
+            data.train = (data.train[0], data.train[1].unsqueeze(1))
+            if isinstance(data.val, tuple):
+                data.val = (data.val[0], data.val[1].unsqueeze(1))
+        if task == "multiclass":
+            preflight.check_labels(data.train, out.shape[1], "training data")
+            preflight.check_labels(data.val, out.shape[1], "validation data")
+        bs = cfg.train.batch_size
+        common = dict(
+            seed=cfg.run.seed,
+            rank=dist.rank(),
+            world_size=dist.world_size(),
+            num_workers=cfg.data.num_workers,
+        )
+        train_b = make_batches(
+            data.train,
+            None if bs == "full" else bs,
+            device=device,
+            drop_last=cfg.train.drop_last,
+            shuffle=cfg.train.shuffle,
+            **common,
+        )
+        if len(train_b) == 0:
+            raise UserError(
+                f"[train] batch_size = {bs} with drop_last = true leaves no batch: the training "
+                f"set has {train_b.num_samples} samples"
+            )
+        n, b = train_b.num_samples, train_b.batch_size
+        if n and b:
+            smallest = b if (cfg.train.drop_last or n % b == 0) else min(b, n % b)
+            preflight.check_batchnorm(model, smallest)
+        val_b = None
+        if data.val is not None:
+            val_b = make_batches(
+                data.val,
+                None if bs == "full" else bs,
+                device=device,
+                drop_last=False,
+                shuffle=False,
+                **common,
+            )
+        return train_b, val_b
+
+    def _create_run_dir(self, cfg: Config, model_name: str, data: PreparedData) -> Path:
+        if cfg.run.name is None:
+            source = "data" if cfg.data.source == "(python)" else cfg.data.source
+            source = source.rpartition(":")[2]
+            cfg.run.name = self.default_name or f"{model_name}-{source}"
+        run_dir = create_run_dir(cfg.run.dir, cfg.run.name)
+        write_atomic(run_dir / "config.toml", to_toml(cfg))
+        return run_dir
+
+    def _announce(
+        self,
+        console: Console,
+        cfg: Config,
+        model: nn.Module,
+        model_name: str,
+        data: PreparedData,
+        train_b: Any,
+        val_b: Any,
+        device: torch.device,
+        run_dir: Path | None,
+    ) -> None:
+        params = sum(p.numel() for p in model.parameters())
+        val_n = val_b.num_samples if val_b is not None else 0
+        lines = [
+            f"gradstep {__version__}: {model_name} ({params:,} parameters) on {data.description}",
+            f"  {train_b.num_samples} train / {val_n} validation samples; "
+            f"batch {train_b.batch_size} × accumulate {cfg.train.accumulate}, "
+            f"{len(train_b)} batches = {-(-len(train_b) // cfg.train.accumulate)} steps per epoch; "
+            f"{cfg.optim.name} lr {cfg.optim.lr}; device {device}",
+        ]
+        if data.normalizer is not None:
+            lines.append(f"  normalize: {data.normalizer.describe()} (from the training split)")
+        lines += [f"  note: {n}" for n in data.notes]
+        if run_dir is not None:
+            lines.append(f"  run directory: {run_dir}")
+            if run_dir.name != cfg.run.name:
+                lines.append(f"  ({Path(cfg.run.dir) / str(cfg.run.name)} already holds a run)")
+        for line in lines:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def _summary(
+        self,
+        cfg: Config,
+        state: TrainState,
+        model_name: str,
+        model: nn.Module,
+        device: torch.device,
+        data: PreparedData,
+        train_b: Any,
+        wall: float,
+        train_time: float,
+        run_dir: Path | None,
+    ) -> dict[str, Any]:
+        last = state.history[-1] if state.history else {}
+        final = {k: v for k, v in last.items() if k.startswith(("train_", "val_"))}
+        monitor = "val_loss" if "val_loss" in last else "train_loss"
+        best = None
+        scored = [h for h in state.history if h.get(monitor) is not None]
+        if scored:
+            h = min(scored, key=lambda r: r[monitor])
+            best = {
+                "monitor": monitor,
+                "value": h[monitor],
+                "epoch": h["epoch"],
+                "step": h["step"],
+                "checkpoint": None,
+            }
+        return {
+            "name": cfg.run.name,
+            "run_dir": str(run_dir) if run_dir else None,
+            "global_step": state.global_step,
+            "epochs_completed": state.epochs_completed,
+            "stop_reason": state.stop_reason,
+            "final": final,
+            "best": best,
+            "data": {
+                "description": data.description,
+                "train_samples": train_b.num_samples,
+                "batches_per_epoch": state.batches_per_epoch,
+                "steps_per_epoch": state.steps_per_epoch,
+                "effective_batch": (train_b.batch_size or 0)
+                * cfg.train.accumulate
+                * dist.world_size(),
+                "normalizer": None
+                if data.normalizer is None
+                else {k: v.flatten().tolist() for k, v in data.normalizer.state_dict().items()},
+            },
+            "model": {
+                "name": cfg.model.name,
+                "args": cfg.model.args,
+                "parameters": sum(p.numel() for p in model.parameters()),
+            },
+            "seed": cfg.run.seed,
+            "device": str(device),
+            "timings": {
+                "wall_time_s": wall,
+                "train_time_s": train_time,
+                "samples_per_second": state.samples_seen / train_time if train_time > 0 else 0.0,
+                "steps_per_second": state.global_step / train_time if train_time > 0 else 0.0,
+            },
+            "versions": versions(),
+            "command": " ".join(sys.argv),
+        }
+
+    # --- evaluate / predict ----------------------------------------------------------------
+
+    def _require_model(self, model: nn.Module | None) -> nn.Module:
+        model = model if model is not None else self.model
+        if model is None:
+            raise UserError("no model: call fit() first or pass model=")
+        return model
+
+    def evaluate(self, data: Any, model: nn.Module | None = None) -> dict[str, float]:
+        """Loss and accuracy (or MAE) of the fitted model on ``data``, prepared as in training
+        (same normalisation), in eval mode without gradients: ``{"loss": ..., "acc": ...}``."""
+        model = self._require_model(model)
+        d = to_data(data, "evaluation data")
+        task = TASK[self.config.train.loss]
+        if isinstance(d, tuple):
+            x, y = d
+            y = fix_targets(y, task, "evaluation data")
+            if self.normalizer is not None:
+                x = self.normalizer(x)
+            out = preflight.run_probe(model, x[:2], self.device, "model")
+            if preflight.check_outputs(out, y[:2], task, self.config.train.loss, "model"):
+                y = y.unsqueeze(1)
+            d = (x, y)
+        bs = self.config.train.batch_size
+        batches = make_batches(
+            d,
+            None if bs == "full" else bs,
+            device=self.device,
+            shuffle=False,
+            num_workers=self.config.data.num_workers,
+        )
+        loss_fn = build_loss(self.config.train.loss, self.config.train.label_smoothing)
+        return evaluate_batches(model, batches.epoch(0), loss_fn, task)
+
+    def predict(self, data: Any, model: nn.Module | None = None) -> torch.Tensor:
+        """The model's raw outputs (logits for classifiers) for ``data`` — an ``X`` tensor or
+        array, an ``(X, y)`` pair, or a Dataset — with training's normalisation applied, in eval
+        mode under ``inference_mode``; on the CPU. ``outputs.argmax(1)`` gives classes."""
+        model = self._require_model(model)
+        if isinstance(data, tuple | list) and len(data) == 2:
+            data = data[0]
+        if isinstance(data, torch.Tensor | np.ndarray):
+            x = to_data((data, np.zeros(len(data))), "prediction data")[0]  # type: ignore[index]
+            if self.normalizer is not None:
+                x = self.normalizer(x)
+            bs = self.config.train.batch_size
+            xs = x.to(self.device).split(len(x) if bs == "full" else bs)
+            return predict_batches(model, xs)
+        d = to_data(data, "prediction data")
+        batches = make_batches(d, 256, device=self.device, shuffle=False)
+        return predict_batches(model, (x for x, _ in batches.epoch(0)))
