@@ -1,71 +1,98 @@
 """Loss and accuracy (or MAE) accumulated on the device, read with one host sync on demand.
 
-The loop calls :meth:`Meter.update` once per micro-batch. It only keeps references: the detached
-loss and the batch's predictions (``argmax`` for classes), each still on the device, so a step
-costs no host-device sync. Values are read — one ``.tolist()`` each time — when a progress line
-is due (:meth:`Meter.window_loss`) and at the end of an epoch or a validation pass
-(:meth:`Meter.compute`). Means are weighted by each micro-batch's sample count, so a smaller last
-batch counts for what it holds.
+The loop calls :meth:`Meter.update` once per micro-batch, and that call launches no tensor
+operation at all: it only keeps references to the batch's loss, output and target. Every
+``CHUNK`` micro-batches (or sooner, if the kept outputs grow large) the chunk is reduced on the
+device in a handful of batched operations — argmax, compare, sum — into running sums, still
+without a host sync. Values are read (one ``.tolist()``) only when a progress line is due
+(:meth:`Meter.window_loss`) and at the end of an epoch or a validation pass
+(:meth:`Meter.compute`).
+
+Why so careful: for small models a training step is a few dozen tiny kernels, each costing
+tens of microseconds of dispatch on a CPU; one extra ``argmax`` per step is several percent.
+
+Means are weighted by each micro-batch's sample count, so a smaller last batch counts for what
+it holds. The losses kept are the unscaled per-micro-batch means (not the accumulation-weighted
+ones), so the logged loss is the true mean over the samples seen.
 """
 
 from __future__ import annotations
 
 import torch
 
+CHUNK = 256  # micro-batches kept before a reduction (also reduced at each log line)
+MAX_KEPT = 1 << 22  # output elements kept before a reduction (bounds the memory held)
+
 
 class Meter:
-    """Running loss and a task metric over the micro-batches of one epoch or one validation."""
+    """Running loss and a task metric (``acc`` or ``mae``) over micro-batches."""
 
     def __init__(self, task: str) -> None:
         self.task = task
-        self.losses: list[torch.Tensor] = []
-        self.sizes: list[int] = []
-        self.preds: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
-        self._window = 0
-
-    @property
-    def samples(self) -> int:
-        return sum(self.sizes)
+        self.samples = 0
+        self._losses: list[torch.Tensor] = []
+        self._outs: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+        self._sizes: list[int] = []
+        self._kept = 0
+        self._total: torch.Tensor | None = None  # [loss * n, metric sum, metric count]
+        self._window: torch.Tensor | None = None  # [loss * n] since the last window read
+        self._window_n = 0
 
     def update(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
-        self.losses.append(loss.detach())
-        self.sizes.append(len(y))
-        out = out.detach()
-        if self.task == "multiclass":
-            self.preds.append(out.argmax(1))
-        elif self.task == "binary":
-            self.preds.append(out > 0)
-        else:
-            self.preds.append(out)
-        self.targets.append(y)
+        """Record one micro-batch (no tensor operation, no sync)."""
+        self._losses.append(loss)
+        self._outs.append(out)
+        self._targets.append(y)
+        n = len(y)
+        self._sizes.append(n)
+        self.samples += n
+        self._window_n += n
+        self._kept += out.numel()
+        if len(self._sizes) >= CHUNK or self._kept >= MAX_KEPT:
+            self._reduce()
 
-    def _mean_loss(self, start: int) -> torch.Tensor:
-        sizes = self.sizes[start:]
-        losses = torch.stack(self.losses[start:]).double()
+    @torch.no_grad()
+    def _reduce(self) -> None:
+        if not self._sizes:
+            return
+        sizes = self._sizes
+        losses = torch.stack(self._losses).detach().double()
         if all(s == sizes[0] for s in sizes):
-            return losses.mean()
-        weights = torch.tensor(sizes, dtype=torch.float64, device=losses.device)
-        return (losses * weights).sum() / weights.sum()
+            loss_sum = losses.sum() * sizes[0]
+        else:  # rare: the chunk holding a smaller last batch
+            loss_sum = sum(loss * s for loss, s in zip(losses, sizes, strict=True))
+        out = torch.cat(self._outs).detach()
+        target = torch.cat(self._targets)
+        if self.task == "multiclass":
+            metric = (out.argmax(1) == target).sum().double()
+            count = float(len(target))
+        elif self.task == "binary":
+            metric = ((out > 0) == (target.reshape(out.shape) > 0.5)).sum().double()
+            count = float(out.numel())
+        else:
+            metric = (out.double() - target.reshape(out.shape)).abs().sum()
+            count = float(out.numel())
+        chunk = torch.stack([loss_sum, metric, torch.full_like(metric, count)])
+        self._total = chunk if self._total is None else self._total + chunk
+        self._window = chunk[0] if self._window is None else self._window + chunk[0]
+        self._losses, self._outs, self._targets, self._sizes = [], [], [], []
+        self._kept = 0
 
     def window_loss(self) -> float:
         """Mean loss of the micro-batches since the last call (one host sync)."""
-        start, self._window = self._window, len(self.losses)
-        if start == len(self.losses):
+        self._reduce()
+        if self._window is None or self._window_n == 0:
             return float("nan")
-        return self._mean_loss(start).item()  # sync: read at log_every only
+        value = self._window.item() / self._window_n  # sync: read at log_every only
+        self._window, self._window_n = None, 0
+        return value
 
     def compute(self) -> dict[str, float]:
         """``{"loss": ..., "acc" | "mae": ...}`` over everything seen (one host sync)."""
-        if not self.losses:
+        self._reduce()
+        if self._total is None:
             return {}
-        loss = self._mean_loss(0)
-        pred, target = torch.cat(self.preds), torch.cat(self.targets)
-        if self.task == "multiclass":
-            name, value = "acc", (pred == target).double().mean()
-        elif self.task == "binary":
-            name, value = "acc", (pred == (target.reshape(pred.shape) > 0.5)).double().mean()
-        else:
-            name, value = "mae", (pred.double() - target.reshape(pred.shape)).abs().mean()
-        loss_v, metric_v = torch.stack([loss, value.to(loss.device)]).tolist()  # the one sync
-        return {"loss": loss_v, name: metric_v}
+        loss_sum, metric, count = self._total.tolist()  # the one sync
+        name = "mae" if self.task == "regression" else "acc"
+        return {"loss": loss_sum / self.samples, name: metric / count}
