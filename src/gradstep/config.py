@@ -219,6 +219,7 @@ def _format_error(err: ValidationError, origin: str, name=_section_key) -> str:
     expected = _EXPECTED.get((section, key))
     if expected is None:
         expected = e["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+        expected = expected.removeprefix("expected ")
         expected = expected[0].lower() + expected[1:] if expected else expected
     if e["type"] == "missing" or not key:
         return f"{where}[{section}]: {expected}"
