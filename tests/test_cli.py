@@ -1,4 +1,4 @@
-"""The command line: the default example, and every bad input -> exit 2, one line, nothing written."""
+"""The command line: the default example; every bad input exits 2 with one line, writes nothing."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def test_config_file_and_set_overrides(workdir, capsys):
         '[data]\nsource = "circles"\nn = 300\n[model]\nname = "mlp"\n'
         "[train]\nepochs = 2\nlog_every = 2\n"
     )
-    code = main(["fit", "exp.toml", "--set", "train.batch_size=full",
-                 "--set", "model.args.hidden=[16,8]"])
+    code = main(
+        ["fit", "exp.toml", "--set", "train.batch_size=full", "--set", "model.args.hidden=[16,8]"]
+    )
     assert code == 0
     run = workdir / "runs" / "exp"
     config = tomllib.loads((run / "config.toml").read_text())
@@ -61,24 +62,61 @@ BAD = [
     (["--set", "train.batch_size=fll"], "[train] batch_size = 'fll': expected a positive integer"),
     (["--set", "optim.lr=-0.1"], "[optim] lr = -0.1: expected a positive number"),
     (["--set", "model.name=mlpp"], "unknown model (did you mean 'mlp'?)"),
-    (["--set", "data.source=csv", "--set", "data.path=missing.csv"],
-     "[data] path = 'missing.csv': file not found"),
-    (["--set", "data.source=circles", "--set", "model.args.input_size=5"],
-     "[model] 'mlp' rejects input of shape (2, 2)"),
+    (
+        ["--set", "data.source=csv", "--set", "data.path=missing.csv"],
+        "[data] path = 'missing.csv': file not found",
+    ),
+    (
+        ["--set", "data.source=circles", "--set", "model.args.input_size=5"],
+        "[model] 'mlp' rejects input of shape (2, 2)",
+    ),
     (["--set", "model.args.num_classes=5"], "label 9 is outside [0, 5)"),
     (["--set", "data.source=csv", "--set", "data.path=empty.csv"], "the dataset is empty"),
-    (["--set", "data.source=csv", "--set", "data.path=text.csv"],
-     "text.csv:3: column 'b': 'oops' is not a number"),
-    (["--set", "data.source=circles", "--set", "data.n=50", "--set", "train.batch_size=64",
-      "--set", "train.drop_last=true"], "leaves no batch: the training set has 40 samples"),
-    (["--set", "model.args.batchnorm=true", "--set", "train.batch_size=1"],
-     "the model has BatchNorm1d, which fails on a batch of 1"),
-    (["--set", "data.source=mnist", "--set", "data.path=nowhere", "--set", "data.download=false"],
-     "MNIST not found in nowhere and [data] download = false"),
+    (
+        ["--set", "data.source=csv", "--set", "data.path=text.csv"],
+        "text.csv:3: column 'b': 'oops' is not a number",
+    ),
+    (
+        [
+            "--set",
+            "data.source=circles",
+            "--set",
+            "data.n=50",
+            "--set",
+            "train.batch_size=64",
+            "--set",
+            "train.drop_last=true",
+        ],
+        "leaves no batch: the training set has 40 samples",
+    ),
+    (
+        ["--set", "model.args.batchnorm=true", "--set", "train.batch_size=1"],
+        "the model has BatchNorm1d, which fails on a batch of 1",
+    ),
+    (
+        [
+            "--set",
+            "data.source=mnist",
+            "--set",
+            "data.path=nowhere",
+            "--set",
+            "data.download=false",
+        ],
+        "MNIST not found in nowhere and [data] download = false",
+    ),
     (["--set", "data.source=nope.py:load"], "file 'nope.py' not found"),
     (["--set", "model.args.hiden=[3]"], "takes no such argument (did you mean 'hidden'?)"),
-    (["--set", "train.loss=cross_entropy", "--set", "data.source=csv",
-      "--set", "data.path=real.csv"], "needs integer class labels, found 0.5"),
+    (
+        [
+            "--set",
+            "train.loss=cross_entropy",
+            "--set",
+            "data.source=csv",
+            "--set",
+            "data.path=real.csv",
+        ],
+        "needs integer class labels, found 0.5",
+    ),
     (["--set", "train"], "expected section.key=value"),
     (["missing.toml"], "missing.toml: config file not found"),
 ]
@@ -107,12 +145,13 @@ def test_missing_device_is_bad_input(workdir, capsys):
 def test_a_real_process_prints_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "gradstep.cli", "fit", "--set", "train.epoch=3"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr == (
-        "gradstep: error: unknown key [train] epoch (did you mean 'epochs'?)\n"
-    )
+    assert proc.stderr == ("gradstep: error: unknown key [train] epoch (did you mean 'epochs'?)\n")
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "runs").exists()
 

@@ -41,8 +41,14 @@ def test_unknown_key_is_named_with_the_closest_valid_one():
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"train": {"batch_size": "fll"}}, r"\[train\] batch_size = 'fll': expected a positive integer or \"full\""),
-        ({"train": {"batch_size": 0}}, r"\[train\] batch_size = 0: expected a positive integer or \"full\""),
+        (
+            {"train": {"batch_size": "fll"}},
+            r"\[train\] batch_size = 'fll': expected a positive integer or \"full\"",
+        ),
+        (
+            {"train": {"batch_size": 0}},
+            r"\[train\] batch_size = 0: expected a positive integer or \"full\"",
+        ),
         ({"optim": {"lr": -0.1}}, r"\[optim\] lr = -0.1: expected a positive number"),
         ({"train": {"epochs": "ten"}}, r"\[train\] epochs = 'ten': expected a valid integer"),
         ({"optim": {"name": "sgdd"}}, r"\[optim\] name = 'sgdd': expected 'sgd', 'adam'"),
@@ -87,11 +93,21 @@ def test_bad_files_are_named(tmp_path):
 def test_flat_keywords_cover_every_key_once():
     pairs = list(FLAT_KEYS.values())
     assert len(pairs) == len(set(pairs))
-    expected = sum(len(cls.model_fields) for cls in Config.model_fields.values()
-                   for cls in [cls.annotation])
+    expected = sum(
+        len(cls.model_fields) for cls in Config.model_fields.values() for cls in [cls.annotation]
+    )
     assert len(pairs) == expected
-    cfg = config_from_flat({"epochs": 2, "optimizer": "sgd", "lr": 0.3, "batch_size": "full",
-                            "model": "cnn", "data_path": "x.csv", "run_dir": "out"})
+    cfg = config_from_flat(
+        {
+            "epochs": 2,
+            "optimizer": "sgd",
+            "lr": 0.3,
+            "batch_size": "full",
+            "model": "cnn",
+            "data_path": "x.csv",
+            "run_dir": "out",
+        }
+    )
     assert (cfg.train.epochs, cfg.optim.name, cfg.optim.lr) == (2, "sgd", 0.3)
     assert (cfg.model.name, cfg.data.path, cfg.run.dir) == ("cnn", "x.csv", "out")
     with pytest.raises(UserError, match=r"unknown setting 'epoch' \(did you mean 'epochs'\?\)"):
@@ -101,8 +117,12 @@ def test_flat_keywords_cover_every_key_once():
 
 
 def test_resolved_toml_writes_every_key_and_reads_back_equal():
-    cfg = validate_config({"model": {"name": "mlp", "args": {"hidden": [8, 4], "dropout": 0.1}},
-                           "train": {"max_steps": 5}})
+    cfg = validate_config(
+        {
+            "model": {"name": "mlp", "args": {"hidden": [8, 4], "dropout": 0.1}},
+            "train": {"max_steps": 5},
+        }
+    )
     text = to_toml(cfg)
     assert "# name = (not set)" in text  # optional keys appear, as comments
     assert validate_config(tomllib.loads(text)) == cfg

@@ -18,8 +18,16 @@ def quiet(runs, **kw):
 
 def test_progress_line_counts_batches_and_global_steps(runs, capsys):
     trainer = quiet(
-        runs, source="random", n=10_000, val_split=0.0, batch_size=32, epochs=5, log_every=50,
-        optimizer="sgd", lr=0.01, model="simplenet",
+        runs,
+        source="random",
+        n=10_000,
+        val_split=0.0,
+        batch_size=32,
+        epochs=5,
+        log_every=50,
+        optimizer="sgd",
+        lr=0.01,
+        model="simplenet",
     )
     trainer.fit()
     out = capsys.readouterr().out
@@ -30,8 +38,9 @@ def test_progress_line_counts_batches_and_global_steps(runs, capsys):
 
 @pytest.mark.parametrize(("batch_size", "steps"), [(1, 200), ("full", 2), (20, 10)])
 def test_sgd_bgd_and_minibatch_make_the_right_number_of_steps(runs, batch_size, steps):
-    result = quiet(runs, source="random", n=100, val_split=0.0, epochs=2,
-                   batch_size=batch_size).fit()
+    result = quiet(
+        runs, source="random", n=100, val_split=0.0, epochs=2, batch_size=batch_size
+    ).fit()
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["global_step"] == steps
     assert summary["epochs_completed"] == 2
@@ -40,15 +49,17 @@ def test_sgd_bgd_and_minibatch_make_the_right_number_of_steps(runs, batch_size, 
 
 def test_drop_last_uses_floor_and_partial_batch_uses_ceil(runs):
     kept = quiet(runs, source="random", n=100, val_split=0.0, epochs=1, batch_size=32).fit()
-    dropped = quiet(runs, source="random", n=100, val_split=0.0, epochs=1, batch_size=32,
-                    drop_last=True).fit()
+    dropped = quiet(
+        runs, source="random", n=100, val_split=0.0, epochs=1, batch_size=32, drop_last=True
+    ).fit()
     assert kept.summary["global_step"] == 4
     assert dropped.summary["global_step"] == 3
 
 
 def test_max_steps_stops_mid_epoch_and_says_why(runs):
-    result = quiet(runs, source="random", n=100, val_split=0.2, epochs=10, batch_size=10,
-                   max_steps=13).fit()
+    result = quiet(
+        runs, source="random", n=100, val_split=0.2, epochs=10, batch_size=10, max_steps=13
+    ).fit()
     assert result.summary["global_step"] == 13
     assert result.summary["stop_reason"] == "max_steps"
     assert result.summary["epochs_completed"] == 1  # 8 steps per epoch: epoch 2 is partial
@@ -58,8 +69,9 @@ def test_max_steps_stops_mid_epoch_and_says_why(runs):
 
 def test_accumulation_counts_optimizer_steps_and_applies_trailing_group(runs):
     # 100 samples, batch 8 -> 13 micro-batches; accumulate 4 -> 4 steps (the last has 1 batch)
-    result = quiet(runs, source="random", n=100, val_split=0.0, epochs=3, batch_size=8,
-                   accumulate=4).fit()
+    result = quiet(
+        runs, source="random", n=100, val_split=0.0, epochs=3, batch_size=8, accumulate=4
+    ).fit()
     assert result.summary["global_step"] == 12
     assert result.summary["data"]["effective_batch"] == 32
 
@@ -92,8 +104,9 @@ class Recorder(gs.Callback):
         model.register_forward_hook(self._hook)
 
     def _hook(self, module, inputs, output):
-        self.calls.append((self.phase, module.training, torch.is_grad_enabled(),
-                           output.requires_grad))
+        self.calls.append(
+            (self.phase, module.training, torch.is_grad_enabled(), output.requires_grad)
+        )
 
     def on_fit_start(self, state):
         self.phase = "train"
@@ -114,13 +127,15 @@ def test_validation_runs_in_eval_mode_without_gradients_and_keeps_bn_stats(runs)
     model = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
     rec = Recorder(model)
     # one step per epoch (full batch), so "after the step" is exactly "validation"
-    quiet(runs, source="moons", n=200, batch_size="full", epochs=2, val_split=0.25,
-          callbacks=[rec]).fit(model)
+    quiet(
+        runs, source="moons", n=200, batch_size="full", epochs=2, val_split=0.25, callbacks=[rec]
+    ).fit(model)
     val_calls = [c for c in rec.calls if c[0] == "val"]
     train_calls = [c for c in rec.calls if c[0] == "train"]
     assert rec.calls[0][:3] == ("preflight", False, False)
-    assert val_calls and all(not training and not grad and not rg
-                             for _, training, grad, rg in val_calls)
+    assert val_calls and all(
+        not training and not grad and not rg for _, training, grad, rg in val_calls
+    )
     assert train_calls and all(training and grad and rg for _, training, grad, rg in train_calls)
     for key, value in rec.before.items():
         assert torch.equal(value, rec.after[key]), key
@@ -140,8 +155,9 @@ def test_evaluate_batches_restores_mode_and_computes_no_grad():
 
 def test_two_seeded_runs_give_identical_weights_and_other_seeds_differ(runs):
     def run(seed):
-        return quiet(runs, source="digits", model="mlp", model_args={"dropout": 0.2},
-                     epochs=2, seed=seed).fit()
+        return quiet(
+            runs, source="digits", model="mlp", model_args={"dropout": 0.2}, epochs=2, seed=seed
+        ).fit()
 
     a, b, c = run(3), run(3), run(4)
     sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()

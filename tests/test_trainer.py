@@ -28,11 +28,20 @@ def trainer(runs, **kw):
 def test_fit_tensors_with_validation_and_history(runs):
     x, y = blobs()
     xv, yv = blobs(100, seed=1)
-    result = trainer(runs).fit(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)),
-                               train=(x, y), val=(xv, yv))
+    result = trainer(runs).fit(
+        nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)), train=(x, y), val=(xv, yv)
+    )
     h = result.history[-1]
-    assert set(h) >= {"epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                      "time_s"}
+    assert set(h) >= {
+        "epoch",
+        "step",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "lr",
+        "time_s",
+    }
     assert h["val_acc"] > 0.9  # blobs are separable once normalised
     assert result.summary["data"]["train_samples"] == 300  # val given: no split
     assert result.summary["best"]["monitor"] == "val_loss"
@@ -100,8 +109,16 @@ def test_regression_with_mse_reports_mae(runs):
 
 
 def test_binary_classification_with_bce_with_logits(runs):
-    result = gs.Trainer(source="moons", n=400, loss="bce_with_logits", epochs=30, lr=0.01,
-                        run_dir=str(runs), model="mlp", model_args={"hidden": [16]}).fit()
+    result = gs.Trainer(
+        source="moons",
+        n=400,
+        loss="bce_with_logits",
+        epochs=30,
+        lr=0.01,
+        run_dir=str(runs),
+        model="mlp",
+        model_args={"hidden": [16]},
+    ).fit()
     assert result.config.model.args["num_classes"] == 1
     assert result.history[-1]["val_acc"] > 0.8
 
@@ -126,5 +143,6 @@ def test_label_smoothing_and_each_optimizer_train(runs):
     for opt in ("sgd", "adam", "adamw", "rmsprop"):
         kw = {"momentum": 0.9, "nesterov": True} if opt == "sgd" else {}
         result = trainer(runs, optimizer=opt, epochs=3, label_smoothing=0.1, **kw).fit(
-            "mlp", train=(x, y))
+            "mlp", train=(x, y)
+        )
         assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] + 1e-6, opt

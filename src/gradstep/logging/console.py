@@ -51,7 +51,7 @@ class ConsoleSink(Sink):
             partial = " (partial)" if record.get("partial") else ""
             self._print(
                 f"Epoch [{record['epoch']}/{record['epochs']}]{partial} done in "
-                f"{record['time_s']:.2f}s: " + ", ".join(parts) + f", lr {_fmt(record['lr'])}"
+                f"{record['time_s']:.2f}s: " + ", ".join(parts) + f", lr {record['lr']:g}"
             )
 
 

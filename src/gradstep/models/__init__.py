@@ -90,6 +90,11 @@ def build_model(
                 f"[model.args] {key}: {name!r} takes no such argument{did_you_mean(key, named)}; "
                 f"it takes: {', '.join(named)}"
             )
+    if name == "cnn" and shape is not None and len(shape.sample_shape) != 3:
+        raise UserError(
+            f"[model] name = 'cnn' needs image input (N, C, H, W); the data's samples have shape "
+            f"{shape.sample_shape}"
+        )
     resolved = dict(args)
     if shape is not None:
         for key, value in _inferred(shape).items():
@@ -103,11 +108,6 @@ def build_model(
     ]
     if missing:
         raise UserError(f"[model.args] {missing[0]} is required by {name!r} and cannot be inferred")
-    if name == "cnn" and shape is not None and len(shape.sample_shape) != 3:
-        raise UserError(
-            f"[model] name = 'cnn' needs image input (N, C, H, W); the data's samples have shape "
-            f"{shape.sample_shape}"
-        )
     try:
         model = cls(**resolved)
     except (TypeError, ValueError) as err:
