@@ -175,3 +175,28 @@ def test_callback_stops_training_through_the_state(runs):
     result = quiet(runs, source="random", n=64, epochs=10, callbacks=[StopAfterTwo()]).fit()
     assert result.summary["stop_reason"] == "enough"
     assert result.summary["epochs_completed"] == 2
+
+
+def test_val_every_steps_validates_at_those_steps_and_at_the_end(runs):
+    result = quiet(
+        runs, source="random", n=100, val_split=0.2, epochs=3, batch_size=16, val_every=4
+    ).fit()
+    lines = [json.loads(s) for s in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    val_steps = [r["step"] for r in lines if r["kind"] == "val"]
+    assert val_steps == [4, 8, 12, 15]  # 5 steps an epoch; the last step is validated too
+    assert all("val_loss" in h for h in result.history)
+
+
+def test_labels_of_a_dataset_are_checked_from_its_first_samples(runs):
+    from torch.utils.data import Dataset
+
+    class Samples(Dataset):  # a generic Dataset, not in-memory tensors
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.ones(3) * i, 5 if i == 0 else i % 2
+
+    ds = Samples()
+    with pytest.raises(gs.UserError, match="label 5 is outside"):
+        quiet(runs, val_split=0.0).fit(nn.Linear(3, 2), ds)

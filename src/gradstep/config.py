@@ -110,6 +110,8 @@ class TrainSection(_Section):
     log_every: int = Field(50, ge=1)
     """Print and record a progress line every this many steps of an epoch."""
     val_every: int | Literal["epoch"] = "epoch"
+    """Validate at each epoch's end, or every this many global steps (and at the end of fit);
+    an epoch's record then carries the latest validation."""
     progress: bool | Literal["auto"] = "auto"
     """A live progress bar: ``"auto"`` shows it only when output is a terminal."""
 

@@ -254,7 +254,10 @@ class Trainer:
             if isinstance(data.val, tuple):
                 data.val = (data.val[0], data.val[1].unsqueeze(1))
         if task == "multiclass":
-            preflight.check_labels(data.train, out.shape[1], "training data")
+            # in-memory data is checked whole; a Dataset by its first samples (the rest would
+            # cost a pass over it)
+            first = data.train if isinstance(data.train, tuple) else (x, y)
+            preflight.check_labels(first, out.shape[1], "training data")
             preflight.check_labels(data.val, out.shape[1], "validation data")
         bs = cfg.train.batch_size
         common = dict(

@@ -1,10 +1,12 @@
 """A live progress bar for a terminal (rich); shown only when output is a terminal.
 
-It is refreshed by rich's own thread; the loop only advances a counter, and only every
-``stride`` steps (about 100 updates an epoch), so the bar costs the loop next to nothing.
+It is redrawn by rich's own thread a few times a second; the loop only hands it the step count,
+and at most every ``interval`` seconds, so the bar costs the loop next to nothing.
 """
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 from rich.progress import (
@@ -31,25 +33,26 @@ class ProgressBar(Callback):
             TimeRemainingColumn(),
             console=console,
             transient=True,
+            refresh_per_second=4,
         )
         self.task = None
-        self.stride = 1
-        self._last = 0
+        self.interval = 0.2
+        self._last = 0.0
 
     def on_fit_start(self, state: TrainState) -> None:
         self.progress.start()
 
     def on_epoch_start(self, state: TrainState) -> None:
-        self.stride = max(1, state.steps_per_epoch // 100)
-        self._last = 0
+        self._last = time.monotonic()
         self.task = self.progress.add_task(
             "train", total=state.steps_per_epoch, epoch=f"{state.epoch}/{state.epochs}"
         )
 
     def on_step_end(self, state: TrainState) -> None:
-        if state.step_in_epoch - self._last >= self.stride:
+        now = time.monotonic()
+        if now - self._last >= self.interval:
             self.progress.update(self.task, completed=state.step_in_epoch)
-            self._last = state.step_in_epoch
+            self._last = now
 
     def on_epoch_end(self, state: TrainState) -> None:
         if self.task is not None:
