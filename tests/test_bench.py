@@ -12,7 +12,9 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 def test_overhead_benchmark_runs_and_prints_the_ratio():
     proc = subprocess.run(
         [sys.executable, str(BENCH / "overhead.py"), "--epochs", "2"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "gradstep / hand-written loop (median of paired epochs):" in proc.stdout
