@@ -104,7 +104,7 @@ def test_a_download_with_the_wrong_md5_is_not_kept(mirror, monkeypatch, tmp_path
     root = tmp_path / "mnist"
     with pytest.raises(UserError, match="md5 mismatch"):
         mnist.load_mnist(root)
-    assert list(root.iterdir()) == []
+    assert not root.exists()  # no partial file, and not the folder made for it
 
 
 def test_offline_says_so_and_names_the_folder(monkeypatch, tmp_path):
@@ -112,7 +112,8 @@ def test_offline_says_so_and_names_the_folder(monkeypatch, tmp_path):
     with pytest.raises(
         UserError, match=r"MNIST not found in .*mnist and the download failed \(offline\?\)"
     ):
-        mnist.load_mnist(tmp_path / "mnist")
+        mnist.load_mnist(tmp_path / "data" / "mnist")
+    assert list(tmp_path.iterdir()) == []  # the folders made for the download are gone
 
 
 def test_labels_dtype(mnist_dir):

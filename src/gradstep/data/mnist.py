@@ -73,8 +73,21 @@ def find_split(root: Path, split: str) -> tuple[Path, Path] | None:
 def download(
     root: Path, split: str, mirrors: list[str] | None = None, timeout: float = 30.0
 ) -> None:
-    """Fetch one split's two gzip'd files into ``root``, md5-checked, trying each mirror in turn."""
+    """Fetch one split's two gzip'd files into ``root``, md5-checked, trying each mirror in turn.
+
+    A failed download leaves nothing behind: not a partial file, not the folders it made."""
+    made = [p for p in (root, *root.parents) if not p.exists()]
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        _download_split(root, split, mirrors, timeout)
+    except BaseException:
+        for folder in made:  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _download_split(root: Path, split: str, mirrors: list[str] | None, timeout: float) -> None:
     for kind in ("images-idx3", "labels-idx1"):
         name = f"{SPLITS[split]}-{kind}-ubyte.gz"
         errors = []
