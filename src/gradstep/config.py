@@ -158,6 +158,35 @@ class OptimSection(_Section):
         return self
 
 
+class CheckpointSection(_Section):
+    """``[checkpoint]``: when checkpoints are written, how many are kept, which one is "best".
+
+    A checkpoint is written every ``every`` ("epoch", or a number of optimizer steps) and at the
+    end of fit; the newest ``keep`` are kept, plus the best by ``monitor``. A checkpoint competes
+    for "best" only when the monitored value was measured on its own weights (at its step), so
+    ``best`` always holds the weights that scored that value.
+    """
+
+    every: int | Literal["epoch", "never"] = "epoch"
+    """``"epoch"``, a number of optimizer steps, or ``"never"`` (not even at the end)."""
+    keep: int = Field(3, ge=1)
+    """How many of the newest checkpoints to keep (the best one is kept besides)."""
+    monitor: str | None = None
+    """The metric that picks ``best``; default ``val_loss`` (``train_loss`` without validation)."""
+    mode: Literal["auto", "min", "max"] = "auto"
+    """``auto``: ``max`` for accuracies (``*_acc``), ``min`` for everything else."""
+    policy: Literal["best"] = "best"
+    on_save_error: Literal["stop", "continue"] = "stop"
+    """A failed save (disk full, permission denied): stop the run, or warn and go on."""
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+
 class Config(_Section):
     """A whole run's settings. Every field has a default; see each section's docstring."""
 
@@ -166,6 +195,7 @@ class Config(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)
     optim: OptimSection = Field(default_factory=OptimSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -174,6 +204,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "model": ModelSection,
     "train": TrainSection,
     "optim": OptimSection,
+    "checkpoint": CheckpointSection,
 }
 
 # Flat keyword names of gs.Trainer(...) -> (section, key). A key's own name unless two sections
@@ -185,6 +216,11 @@ _RENAMED = {
     ("model", "name"): "model",
     ("model", "args"): "model_args",
     ("optim", "name"): "optimizer",
+    ("checkpoint", "every"): "checkpoint_every",
+    ("checkpoint", "keep"): "checkpoint_keep",
+    ("checkpoint", "monitor"): "checkpoint_monitor",
+    ("checkpoint", "mode"): "checkpoint_mode",
+    ("checkpoint", "policy"): "checkpoint_policy",
 }
 FLAT_KEYS: dict[str, tuple[str, str]] = {}
 for _section, _cls in SECTIONS.items():
@@ -198,6 +234,7 @@ _EXPECTED = {
     ("train", "progress"): 'true, false or "auto"',
     ("train", "max_steps"): "a positive integer",
     ("optim", "lr"): "a positive number",
+    ("checkpoint", "every"): '"epoch", "never" or a positive number of steps',
 }
 
 

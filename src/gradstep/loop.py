@@ -9,7 +9,8 @@ In pseudocode, what :func:`fit_loop` does::
                 out = model(x); loss = loss_fn(out, y)
                 (loss * samples_in_batch / samples_in_group).backward()
             optimizer.step(); optimizer.zero_grad()
-            on_step_end                                           # logging, progress, ...
+            validate if val_every steps are due
+            on_step_end                                           # logging, checkpoints, ...
         train metrics; validate (model.eval(), inference_mode); on_epoch_end
         stop when epochs or max_steps are done, or a callback asked to
 
@@ -73,7 +74,7 @@ def fit_loop(p: LoopParts, state: TrainState) -> None:
     state.model, state.optimizer = p.model, p.optimizer
     p.callbacks.on_fit_start(state)
     try:
-        while state.epoch < state.epochs and not state.should_stop:
+        while (state.epoch < state.epochs or state.in_epoch) and not state.should_stop:
             train_epoch(p, state)
         if not state.should_stop:
             state.stop_reason = "completed"
@@ -85,16 +86,25 @@ def fit_loop(p: LoopParts, state: TrainState) -> None:
 
 
 def train_epoch(p: LoopParts, state: TrainState) -> None:
+    """One epoch, or the rest of one: a state restored from a checkpoint taken mid-epoch
+    (``state.in_epoch``) continues after its ``state.batch`` micro-batches, with the epoch's
+    running train metrics restored, as if it had never stopped."""
     model, optimizer, loss_fn, callbacks = p.model, p.optimizer, p.loss_fn, p.callbacks
-    state.epoch += 1
-    state.batch = state.step_in_epoch = 0
-    meter = state.train_meter = Meter(p.task)
+    resumed = state.in_epoch
+    if not resumed:
+        state.epoch += 1
+        state.batch = state.step_in_epoch = 0
+        state.train_meter = Meter(p.task)
+        state.in_epoch = True
+    meter = state.train_meter
     started = time.perf_counter()
-    validated_at = -1
+    # a checkpoint is taken after the step's validation, so a resumed step has had it
+    every = p.val_every
+    validated_at = state.global_step if resumed and every and state.global_step % every == 0 else -1
     model.train()
     callbacks.on_epoch_start(state)
 
-    for group in _groups(p.train.epoch(state.epoch), state.accumulate):
+    for group in _groups(p.train.epoch(state.epoch, start=state.batch), state.accumulate):
         n = len(group[0][1]) if len(group) == 1 else sum(len(y) for _, y in group)
         for x, y in group:
             out = model(x)
@@ -108,22 +118,23 @@ def train_epoch(p: LoopParts, state: TrainState) -> None:
         state.step_in_epoch += 1
         state.global_step += 1
         state.samples_seen += n
-        callbacks.on_step_end(state)
-        if p.val_every is not None and state.global_step % p.val_every == 0:
+        if every is not None and state.global_step % every == 0:
             validate(p, state)
             validated_at = state.global_step
         if state.max_steps is not None and state.global_step >= state.max_steps:
             state.stop("max_steps")
+        callbacks.on_step_end(state)  # the step is complete: logging, checkpoints, ...
         if state.should_stop:
             break
 
     state.train_metrics = meter.compute()  # one host sync per epoch
     if p.val is not None and validated_at != state.global_step:
-        if p.val_every is None or state.should_stop or state.epoch == state.epochs:
+        if every is None or state.should_stop or state.epoch == state.epochs:
             validate(p, state)
     partial = state.step_in_epoch < state.steps_per_epoch
     if not partial:
         state.epochs_completed += 1
+    state.in_epoch = False
     state.epoch_time_s = time.perf_counter() - started
     record = {
         "epoch": state.epoch,

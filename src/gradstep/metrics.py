@@ -18,6 +18,8 @@ ones), so the logged loss is the true mean over the samples seen.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 CHUNK = 256  # micro-batches kept before a reduction (also reduced at each log line)
@@ -96,3 +98,21 @@ class Meter:
         loss_sum, metric, count = self._total.tolist()  # the one sync
         name = "mae" if self.task == "regression" else "acc"
         return {"loss": loss_sum / self.samples, name: metric / count}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running sums as floats (reduces what is pending: one host sync), for a checkpoint
+        taken mid-epoch, so a resumed epoch reports the same train metrics."""
+        self._reduce()
+        return {
+            "samples": self.samples,
+            "total": None if self._total is None else self._total.tolist(),
+            "window": None if self._window is None else self._window.item(),
+            "window_n": self._window_n,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        kw = {"dtype": torch.float64, "device": device}
+        self.samples = state["samples"]
+        self._total = None if state["total"] is None else torch.tensor(state["total"], **kw)
+        self._window = None if state["window"] is None else torch.tensor(state["window"], **kw)
+        self._window_n = state["window_n"]

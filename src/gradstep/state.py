@@ -22,6 +22,7 @@ _SAVED = (
     "global_step",
     "samples_seen",
     "epochs_completed",
+    "in_epoch",
     "should_stop",
     "stop_reason",
 )
@@ -39,6 +40,9 @@ class TrainState:
     global_step: int = 0
     samples_seen: int = 0
     epochs_completed: int = 0
+    in_epoch: bool = False
+    """True from an epoch's first step until its end-of-epoch record: a checkpoint taken then
+    resumes inside the epoch, after its ``batch`` micro-batches."""
     should_stop: bool = False
     stop_reason: str | None = None
     # runtime only (not in state_dict)

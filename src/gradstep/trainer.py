@@ -14,11 +14,9 @@ Example::
 
 from __future__ import annotations
 
-import platform
 import random
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,20 @@ from torch import nn
 
 from gradstep import dist, preflight
 from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
+from gradstep.callbacks.checkpoint import Checkpointer
+from gradstep.checkpoint.content import set_rng_state
+from gradstep.checkpoint.files import CheckpointError, SaveError
+from gradstep.checkpoint.load import Checkpoint
+from gradstep.checkpoint.resume import (
+    data_fingerprint,
+    describe_differences,
+    find_resume_checkpoint,
+    orphan_newer,
+    relink,
+    restore,
+    truncate_metrics,
+)
+from gradstep.checkpoint.snapshot import RunSnapshot, model_info
 from gradstep.config import Config, config_from_flat, load_config, to_toml
 from gradstep.data import Normalizer, PreparedData, fix_targets, make_batches, prepare_data
 from gradstep.data.convert import to_data
@@ -39,12 +51,12 @@ from gradstep.logging.console import ConsoleSink, print_summary
 from gradstep.logging.jsonl import JsonlSink
 from gradstep.loop import LoopParts, evaluate_batches, fit_loop, predict_batches
 from gradstep.losses import TASK, build_loss
+from gradstep.metrics import Meter
 from gradstep.models import DataShape, build_model
 from gradstep.optim import build_optimizer
 from gradstep.rundir import create_run_dir, write_atomic, write_json
 from gradstep.state import TrainState
-
-__version__ = "0.1.0"
+from gradstep.summary import __version__, build_summary
 
 
 @dataclass
@@ -86,13 +98,41 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "gradstep": __version__,
-    }
+def checkpoint_monitor(cfg: Config, task: str, has_val: bool) -> tuple[str, str]:
+    """``[checkpoint] monitor`` and ``mode``, resolved and checked against what the run logs."""
+    metric = "mae" if task == "regression" else "acc"
+    prefixes = ("train", "val") if has_val else ("train",)
+    known = [f"{p}_{m}" for p in prefixes for m in ("loss", metric)]
+    monitor = cfg.checkpoint.monitor or ("val_loss" if has_val else "train_loss")
+    if monitor not in known:
+        from gradstep.errors import did_you_mean
+
+        hint = "" if has_val or not monitor.startswith("val_") else " (this run has no validation)"
+        raise UserError(
+            f"[checkpoint] monitor = {monitor!r}: not a metric this run logs{hint}"
+            f"{did_you_mean(monitor, known)}; it logs {', '.join(known)}"
+        )
+    mode = cfg.checkpoint.mode
+    if mode == "auto":
+        mode = "max" if monitor.endswith("_acc") else "min"
+    return monitor, mode
+
+
+def sample_shape(data: Any) -> tuple[int, ...]:
+    x, _ = preflight.probe(data)
+    return tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else ()
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else 0.0
+
+
+def _warner(console: Console) -> Callable[[str], None]:
+    def warn(message: str) -> None:
+        text = f"gradstep: warning: {message}"
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    return warn
 
 
 class Trainer:
@@ -141,10 +181,18 @@ class Trainer:
         model: nn.Module | str | None = None,
         train: Any = None,
         val: Any = None,
+        *,
+        resume: str | Path | None = None,
+        force: bool = False,
     ) -> FitResult:
         """Train ``model`` (a module, a model name, or None for ``[model] name``) on ``train``
         (``(X, y)`` tensors or arrays, a Dataset or a DataLoader; None for ``[data] source``),
-        validating on ``val`` (or a ``val_split`` of ``train``) after every epoch."""
+        validating on ``val`` (or a ``val_split`` of ``train``) after every epoch.
+
+        ``resume``: a run directory (its newest checkpoint that verifies), one checkpoint, or
+        ``"latest"`` (the run directory this trainer's name points at) — training continues
+        exactly where that checkpoint left it, in that run directory. A checkpoint from another
+        model, batch size, accumulation, seed or data is refused unless ``force=True``."""
         started = time.perf_counter()
         cfg = self.config.model_copy(deep=True)
         seed_everything(cfg.run.seed)
@@ -153,32 +201,85 @@ class Trainer:
         data = prepare_data(cfg, task, train, val, self.base_dir)
         model, model_name = self._model(cfg, model, data, task)
         model.to(device)
-        train_b, val_b = self._batches(cfg, data, model, model_name, task, device)
+        train_b, val_b, outputs = self._batches(cfg, data, model, model_name, task, device)
         optimizer = build_optimizer(cfg.optim, model.parameters())
         loss_fn = build_loss(cfg.train.loss, cfg.train.label_smoothing)
-
-        # Everything the user can get wrong has been checked: from here on we write.
+        monitor, mode = checkpoint_monitor(cfg, task, val_b is not None)
         if train is not None:
             cfg.data.source = "(python)"
+        fingerprint = {
+            "model": cfg.model.name,
+            "model_args": cfg.model.args,
+            "batch_size": train_b.batch_size,
+            "accumulate": cfg.train.accumulate,
+            "drop_last": cfg.train.drop_last,
+            "shuffle": cfg.train.shuffle,
+            "seed": cfg.run.seed,
+            "world_size": dist.world_size(),
+            "data": data_fingerprint(data.train),
+        }
         main = dist.is_main_process()
         console = Console(quiet=not main)
-        run_dir = self._create_run_dir(cfg, model_name, data) if main else None
+        resumed = None
+        if resume is not None:
+            resumed = self._find_resume(cfg, resume, model_name, data, fingerprint, force)
+
+        # Everything the user can get wrong has been checked: from here on we write.
+        if resumed is not None:
+            ckpt, run_dir, saved = resumed
+            orphan_newer(ckpt, _warner(console))
+            write_atomic(run_dir / "config.toml", to_toml(cfg))
+            truncate_metrics(run_dir / "metrics.jsonl", saved.get("metrics_bytes"))
+        else:
+            run_dir = self._create_run_dir(cfg, model_name, data) if main else None
         state = TrainState(
             epochs=cfg.train.epochs,
             batches_per_epoch=len(train_b),
             accumulate=cfg.train.accumulate,
             max_steps=cfg.train.max_steps,
         )
+        metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
         sinks: list[Sink] = [ConsoleSink(console)]
-        if run_dir is not None:
-            sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
+        if metrics_path is not None:
+            sinks.append(JsonlSink(metrics_path))
         callbacks: list[Callback] = [MetricsLogger(sinks, cfg.train.log_every)]
         show_bar = cfg.train.progress is True or (
             cfg.train.progress == "auto" and console.is_terminal
         )
         if show_bar and main:
             callbacks.append(ProgressBar(console))
+        checkpointer = None
+        if run_dir is not None and cfg.checkpoint.every != "never":
+            info = model_info(
+                name=cfg.model.name,
+                args=cfg.model.args,
+                base_dir=self.base_dir,
+                task=task,
+                loss=cfg.train.loss,
+                sample_shape=sample_shape(data.train),
+                outputs=outputs,
+                normalizer=data.normalizer,
+                source=cfg.data.source,
+                target=cfg.data.target,
+            )
+            snapshot = RunSnapshot(
+                model, optimizer, info, fingerprint, cfg.model_dump(), self.base_dir, metrics_path
+            )
+            checkpointer = Checkpointer(
+                run_dir / "checkpoints",
+                every=cfg.checkpoint.every,
+                keep=cfg.checkpoint.keep,
+                monitor=monitor,
+                mode=mode,
+                on_save_error=cfg.checkpoint.on_save_error,
+                snapshot=snapshot,
+                warn=_warner(console),
+            )
+            callbacks.append(checkpointer)
         callbacks += self.callbacks
+        if checkpointer is not None:
+            snapshot.callbacks = [cb for cb in callbacks if cb is not checkpointer]
+            snapshot.callbacks.append(checkpointer)
         self._announce(console, cfg, model, model_name, data, train_b, val_b, device, run_dir)
         parts = LoopParts(
             model=model,
@@ -192,27 +293,107 @@ class Trainer:
         )
         self.model, self.normalizer, self.device = model, data.normalizer, device
         self._loss_fn, self._task = loss_fn, task
+        resumed_from = None
+        if resumed is not None:
+            ckpt, _, saved = resumed
+            restore(
+                ckpt,
+                saved,
+                model=model,
+                optimizer=optimizer,
+                state=state,
+                callbacks=callbacks,
+                device=device,
+                new_meter=lambda: Meter(task),
+            )
+            if checkpointer is not None:
+                relink(ckpt, checkpointer.best_name)
+            resumed_from = {"checkpoint": str(ckpt.path.resolve()), "step": ckpt.step}
+            self._announce_resume(console, state, ckpt)
+        start_steps, start_samples = state.global_step, state.samples_seen
+        if resumed is not None:
+            set_rng_state(resumed[2]["rng"])  # last: nothing may draw between this and the loop
         train_started = time.perf_counter()
         try:
             fit_loop(parts, state)
         finally:
             train_time = time.perf_counter() - train_started
-            summary = self._summary(
-                cfg,
-                state,
-                model_name,
-                model,
-                device,
-                data,
-                train_b,
-                time.perf_counter() - started,
-                train_time,
-                run_dir,
+            summary = build_summary(
+                cfg=cfg,
+                state=state,
+                model=model,
+                device=device,
+                data_info=self._data_info(cfg, state, data, train_b),
+                timings={
+                    "wall_time_s": time.perf_counter() - started,
+                    "train_time_s": train_time,
+                    "samples_per_second": _rate(state.samples_seen - start_samples, train_time),
+                    "steps_per_second": _rate(state.global_step - start_steps, train_time),
+                },
+                run_dir=run_dir,
+                checkpointer=checkpointer,
+                resumed_from=resumed_from,
             )
             if run_dir is not None:
                 write_json(run_dir / "summary.json", summary)
         print_summary(console, summary, str(run_dir) if run_dir else "(none)")
+        if checkpointer is not None and checkpointer.failures:
+            if cfg.checkpoint.on_save_error == "stop":
+                raise SaveError(checkpointer.failures[-1] + "; the run stopped")
         return FitResult(model, state.history, summary, run_dir, cfg)
+
+    def _find_resume(
+        self,
+        cfg: Config,
+        resume: str | Path,
+        model_name: str,
+        data: PreparedData,
+        fingerprint: dict[str, Any],
+        force: bool,
+    ) -> tuple[Checkpoint, Path, dict[str, Any]]:
+        if str(resume) == "latest":
+            name = cfg.run.name or self._default_run_name(cfg, model_name)
+            target = Path(cfg.run.dir) / name
+            if not target.is_dir():
+                raise CheckpointError(f"resume='latest': no run directory {target}")
+        else:
+            target = Path(resume)
+        ckpt, run_dir = find_resume_checkpoint(target, _warner(Console(stderr=True)))
+        saved = ckpt.state()
+        differences = describe_differences(saved.get("fingerprint", {}), fingerprint)
+        if differences and not force:
+            raise CheckpointError(
+                f"{ckpt.path}: written by a different run ({'; '.join(differences)}); resume with "
+                "the same settings, or force it (--force, or fit(..., force=True))"
+            )
+        cfg.run.name = run_dir.name
+        return ckpt, run_dir, saved
+
+    def _announce_resume(self, console: Console, state: TrainState, ckpt: Checkpoint) -> None:
+        where = (
+            f"epoch {state.epoch}, after batch {state.batch}/{state.batches_per_epoch}"
+            if state.in_epoch
+            else f"the end of epoch {state.epoch}"
+        )
+        console.print(
+            f"  resumed from {ckpt.path.name} (step {state.global_step}, {where})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        if state.stop_reason == "max_steps" and (
+            state.max_steps is None or state.global_step < state.max_steps
+        ):
+            state.should_stop, state.stop_reason = False, None  # max_steps was raised
+        done = state.should_stop or (not state.in_epoch and state.epoch >= state.epochs)
+        if done:
+            console.print(
+                f"  the run had already finished ({state.stop_reason or 'completed'}); "
+                "raise [train] epochs or max_steps to train further",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def _model(
         self, cfg: Config, model: nn.Module | str | None, data: PreparedData, task: str
@@ -241,7 +422,7 @@ class Trainer:
         model_name: str,
         task: str,
         device: torch.device,
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, Any, int]:
         x, y = preflight.probe(data.train)
         out = preflight.run_probe(model, x, device, model_name)
         if preflight.check_outputs(out, y, task, cfg.train.loss, model_name):
@@ -293,13 +474,16 @@ class Trainer:
                 shuffle=False,
                 **common,
             )
-        return train_b, val_b
+        outputs = int(out.shape[1]) if out.ndim > 1 else 1
+        return train_b, val_b, outputs
+
+    def _default_run_name(self, cfg: Config, model_name: str) -> str:
+        source = "data" if cfg.data.source == "(python)" else cfg.data.source
+        return self.default_name or f"{model_name}-{source.rpartition(':')[2]}"
 
     def _create_run_dir(self, cfg: Config, model_name: str, data: PreparedData) -> Path:
         if cfg.run.name is None:
-            source = "data" if cfg.data.source == "(python)" else cfg.data.source
-            source = source.rpartition(":")[2]
-            cfg.run.name = self.default_name or f"{model_name}-{source}"
+            cfg.run.name = self._default_run_name(cfg, model_name)
         run_dir = create_run_dir(cfg.run.dir, cfg.run.name)
         write_atomic(run_dir / "config.toml", to_toml(cfg))
         return run_dir
@@ -335,68 +519,18 @@ class Trainer:
         for line in lines:
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    def _summary(
-        self,
-        cfg: Config,
-        state: TrainState,
-        model_name: str,
-        model: nn.Module,
-        device: torch.device,
-        data: PreparedData,
-        train_b: Any,
-        wall: float,
-        train_time: float,
-        run_dir: Path | None,
+    def _data_info(
+        self, cfg: Config, state: TrainState, data: PreparedData, train_b: Any
     ) -> dict[str, Any]:
-        last = state.history[-1] if state.history else {}
-        final = {k: v for k, v in last.items() if k.startswith(("train_", "val_"))}
-        monitor = "val_loss" if "val_loss" in last else "train_loss"
-        best = None
-        scored = [h for h in state.history if h.get(monitor) is not None]
-        if scored:
-            h = min(scored, key=lambda r: r[monitor])
-            best = {
-                "monitor": monitor,
-                "value": h[monitor],
-                "epoch": h["epoch"],
-                "step": h["step"],
-                "checkpoint": None,
-            }
         return {
-            "name": cfg.run.name,
-            "run_dir": str(run_dir) if run_dir else None,
-            "global_step": state.global_step,
-            "epochs_completed": state.epochs_completed,
-            "stop_reason": state.stop_reason,
-            "final": final,
-            "best": best,
-            "data": {
-                "description": data.description,
-                "train_samples": train_b.num_samples,
-                "batches_per_epoch": state.batches_per_epoch,
-                "steps_per_epoch": state.steps_per_epoch,
-                "effective_batch": (train_b.batch_size or 0)
-                * cfg.train.accumulate
-                * dist.world_size(),
-                "normalizer": None
-                if data.normalizer is None
-                else {k: v.flatten().tolist() for k, v in data.normalizer.state_dict().items()},
-            },
-            "model": {
-                "name": cfg.model.name,
-                "args": cfg.model.args,
-                "parameters": sum(p.numel() for p in model.parameters()),
-            },
-            "seed": cfg.run.seed,
-            "device": str(device),
-            "timings": {
-                "wall_time_s": wall,
-                "train_time_s": train_time,
-                "samples_per_second": state.samples_seen / train_time if train_time > 0 else 0.0,
-                "steps_per_second": state.global_step / train_time if train_time > 0 else 0.0,
-            },
-            "versions": versions(),
-            "command": " ".join(sys.argv),
+            "description": data.description,
+            "train_samples": train_b.num_samples,
+            "batches_per_epoch": state.batches_per_epoch,
+            "steps_per_epoch": state.steps_per_epoch,
+            "effective_batch": (train_b.batch_size or 0) * cfg.train.accumulate * dist.world_size(),
+            "normalizer": None
+            if data.normalizer is None
+            else {k: v.flatten().tolist() for k, v in data.normalizer.state_dict().items()},
         }
 
     # --- evaluate / predict ----------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Micro-batches for the loop: fast slicing of in-memory tensors, or a DataLoader for the rest.
 
-Both kinds have ``len()`` (batches per epoch) and ``epoch(e)``, which yields ``(x, y)`` pairs
-already on the training device.
+Both kinds have ``len()`` (batches per epoch) and ``epoch(e, start=0)``, which yields the
+epoch's ``(x, y)`` pairs from micro-batch ``start`` on (an exact resume mid-epoch), already on the
+training device.
 
 * :class:`TensorBatches` keeps the whole dataset on the device, gathers it once per epoch in the
   epoch's order (one ``index_select``), and yields views made by one ``split`` call — no per-sample
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gradstep.data.sampler import EpochSampler, epoch_indices
+from gradstep.data.sampler import EpochSampler, epoch_indices, epoch_seed
 from gradstep.errors import UserError
 
 Batch = tuple[Any, torch.Tensor]
@@ -60,7 +61,7 @@ class TensorBatches:
             return self.n // self.batch_size
         return -(-self.n // self.batch_size)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         if self.shuffle or self.world_size > 1:
             idx = epoch_indices(
                 len(self.x), epoch, self.seed, self.shuffle, self.rank, self.world_size
@@ -69,9 +70,11 @@ class TensorBatches:
             x, y = self.x.index_select(0, idx), self.y.index_select(0, idx)
         else:
             x, y = self.x, self.y
-        if self.drop_last:
-            used = len(self) * self.batch_size
-            x, y = x[:used], y[:used]
+        used = len(self) * self.batch_size if self.drop_last else len(x)
+        first = start * self.batch_size
+        if first >= used:  # resumed after the epoch's last batch (split would yield one empty)
+            return iter(())
+        x, y = x[first:used], y[first:used]
         return zip(x.split(self.batch_size), y.split(self.batch_size), strict=True)
 
 
@@ -102,17 +105,24 @@ class LoaderBatches:
         world_size: int = 1,
     ) -> None:
         self.device = torch.device(device)
+        self.seed = seed
+        # The loader's own generator: creating an iterator draws worker seeds from it, not from
+        # the global generator (which dropout uses), so a resumed run draws what the original did.
+        self.generator: torch.Generator | None = None
+        self.sampler: EpochSampler | None = None
         if isinstance(data, DataLoader):
             self.loader = data
         else:
             n = len(data)  # type: ignore[arg-type]
-            sampler = EpochSampler(n, seed, shuffle, rank, world_size)
+            sampler = self.sampler = EpochSampler(n, seed, shuffle, rank, world_size)
+            self.generator = torch.Generator()
             self.loader = DataLoader(
                 data,
                 batch_size=len(sampler) if batch_size is None else batch_size,
                 sampler=sampler,
                 drop_last=drop_last,
                 num_workers=num_workers,
+                generator=self.generator,
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=num_workers > 0,
             )
@@ -129,11 +139,22 @@ class LoaderBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """The epoch's batches from micro-batch ``start`` on. With gradstep's own sampler the
+        skipped samples are never loaded; a user's ``DataLoader`` is read from the epoch's start
+        and the first ``start`` batches are dropped (exact only if its order is reproducible)."""
         for obj in (self.loader.sampler, getattr(self.loader, "batch_sampler", None)):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)  # type: ignore[union-attr]
-        for batch in self.loader:
+        if self.generator is not None:
+            self.generator.manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED)
+        skip = start
+        if self.sampler is not None:
+            self.sampler.start = start * (self.batch_size or 0)
+            skip = 0
+        for i, batch in enumerate(self.loader):
+            if i < skip:
+                continue
             if not isinstance(batch, tuple | list) or len(batch) != 2:
                 raise UserError(
                     "each batch must be an (inputs, targets) pair; the data gave "

@@ -41,19 +41,23 @@ def epoch_indices(
 
 
 class EpochSampler(Sampler[int]):
-    """A ``DataLoader`` sampler with the same order as :func:`epoch_indices`; call ``set_epoch``."""
+    """A ``DataLoader`` sampler with the same order as :func:`epoch_indices`; call ``set_epoch``.
+
+    ``start`` skips the epoch's first samples (a resume mid-epoch); ``set_epoch`` resets it.
+    """
 
     def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self.start = epoch, 0
 
     def __iter__(self) -> Iterator[int]:
         idx = epoch_indices(self.n, self.epoch, self.seed, self.shuffle, self.rank, self.world_size)
-        return iter(idx.tolist())
+        return iter(idx[self.start :].tolist())
 
     def __len__(self) -> int:
         return -(-self.n // self.world_size)

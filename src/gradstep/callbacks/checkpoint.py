@@ -1,0 +1,166 @@
+"""Save checkpoints during fit: every epoch or every N steps, at the end, keeping the best.
+
+Each checkpoint is a directory ``runs/<name>/checkpoints/step-000123/`` (see
+:mod:`gradstep.checkpoint`) holding everything an exact resume needs: weights, optimizer,
+progress counters, the epoch's running metrics, the history, every callback's ``state_dict``,
+every RNG, and how many bytes of ``metrics.jsonl`` had been written. ``latest`` points at the
+newest; ``best`` at the one whose weights scored best on ``monitor``.
+
+Which checkpoint can be "best": only one taken at the step where the monitored value was measured
+— after a validation for ``val_*``, at an epoch's end for ``train_*`` — so ``best`` holds exactly
+the weights that scored the value (Keras' ``ModelCheckpoint(save_best_only)`` and Lightning's
+``ModelCheckpoint(monitor)`` mean the same; they can attach a stale value to a step checkpoint).
+
+A save that fails (disk full, permission denied) is recorded in :attr:`Checkpointer.failures`
+naming the path; the previous checkpoints stay; ``on_save_error = "stop"`` ends the run at the
+next step boundary (``stop_reason = "checkpoint save failed"``; the trainer then raises
+:class:`~gradstep.checkpoint.files.SaveError`), ``"continue"`` warns and goes on. Nothing claims a
+checkpoint that was not completely written.
+
+Args:
+    directory: the run's ``checkpoints`` folder.
+    every: ``"epoch"``, a number of optimizer steps, or ``"never"`` (not even at the end).
+    keep: how many of the newest to keep (best is kept besides).
+    monitor / mode: the metric that picks best, and ``"min"`` or ``"max"``.
+    snapshot: ``snapshot(state) -> Job`` builds the files of one checkpoint (the trainer's).
+
+Example::
+
+    Checkpointer(run_dir / "checkpoints", every=100, keep=3, monitor="val_acc", mode="max",
+                 snapshot=make_job)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gradstep.callbacks.base import Callback
+from gradstep.checkpoint.writer import CheckpointWriter, Job, Outcome, step_dir_name
+from gradstep.state import TrainState
+
+STOP_REASON = "checkpoint save failed"
+
+
+class Checkpointer(Callback):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        every: int | str = "epoch",
+        keep: int = 3,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        on_save_error: str = "stop",
+        snapshot: Callable[[TrainState, Job], Job],
+        background: bool = True,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.every, self.monitor, self.mode = every, monitor, mode
+        self.on_save_error = on_save_error
+        self.snapshot = snapshot
+        self.writer = CheckpointWriter(directory, keep, background=background)
+        self.warn = warn or (lambda msg: print(f"gradstep: warning: {msg}", file=sys.stderr))
+        # saved state (resume restores it)
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.best_name: str | None = None
+        self.measured: dict[str, int] = {}  # "val" / "train" -> step of the latest measurement
+        self.last_saved_step: int | None = None
+        self.failures: list[str] = []
+        self._claim: tuple[float | None, int | None, str | None] | None = None
+
+    # --- the monitored value --------------------------------------------------------------
+
+    def _value(self, state: TrainState) -> float | None:
+        """The monitored value if it was measured on the weights of this very step."""
+        kind, _, metric = self.monitor.partition("_")
+        if self.measured.get(kind) != state.global_step:
+            return None
+        source = state.val_metrics if kind == "val" else state.train_metrics
+        value = source.get(metric)
+        return None if value is None or not math.isfinite(value) else float(value)
+
+    def _improves(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        if self.best_value is None:
+            return True
+        return value < self.best_value if self.mode == "min" else value > self.best_value
+
+    # --- hooks ----------------------------------------------------------------------------
+
+    def on_validation_end(self, state: TrainState) -> None:
+        self.measured["val"] = state.global_step
+
+    def on_step_end(self, state: TrainState) -> None:
+        self._collect(self.writer.poll(), state)
+        if isinstance(self.every, int) and state.global_step % self.every == 0:
+            if not state.should_stop:  # a stopping run is saved once, at fit end
+                self.save(state)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.measured["train"] = state.global_step
+        if self.every == "epoch" and not state.should_stop and state.epoch < state.epochs:
+            self.save(state)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if self.every != "never" and state.stop_reason != STOP_REASON:
+            self.save(state)
+        self._collect(self.writer.close(), state, at_end=True)
+
+    def on_exception(self, state: TrainState, exc: BaseException) -> None:
+        try:
+            outcome = self.writer.close()  # let a checkpoint being written finish
+        except BaseException:  # never hide the exception that brought us here
+            return
+        if outcome is not None and outcome.error is not None:
+            self.warn(str(outcome.error))
+
+    # --- saving ---------------------------------------------------------------------------
+
+    def save(self, state: TrainState) -> None:
+        """Snapshot the state now and write it in the background."""
+        value = self._value(state)
+        name = step_dir_name(state.global_step)
+        best = self._improves(value)
+        self._claim = None
+        if best:
+            self._claim = (self.best_value, self.best_step, self.best_name)
+            self.best_value, self.best_step, self.best_name = value, state.global_step, name
+        self.last_saved_step = state.global_step
+        job = self.snapshot(state, Job(name=name, tensors={}, json={}, best=best))
+        self._collect(self.writer.submit(job), state)
+
+    def _collect(self, outcome: Outcome | None, state: TrainState, at_end: bool = False) -> None:
+        if outcome is None or outcome.error is None:
+            return
+        if outcome.job.best and self._claim is not None:  # that best was never written
+            self.best_value, self.best_step, self.best_name = self._claim
+        self._claim = None
+        message = str(outcome.error)
+        self.failures.append(message)
+        if self.on_save_error == "continue":
+            self.warn(message + ("" if at_end else "; training continues"))
+        elif not at_end:  # the trainer reports the failure once the run has stopped
+            state.stop(STOP_REASON)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_value": self.best_value,
+            "best_step": self.best_step,
+            "best_name": self.best_name,
+            "measured": dict(self.measured),
+            "last_saved_step": self.last_saved_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value = state.get("best_value")
+        self.best_step = state.get("best_step")
+        self.best_name = state.get("best_name")
+        self.measured = dict(state.get("measured", {}))
+        self.last_saved_step = state.get("last_saved_step")

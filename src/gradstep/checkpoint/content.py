@@ -1,0 +1,107 @@
+"""What goes into a checkpoint, and back out: tensors to safetensors, everything else to JSON.
+
+* the model's ``state_dict`` (parameters and buffers) → ``model.safetensors``;
+* the optimizer's per-parameter tensors (momentum buffers, Adam moments, ``step``) →
+  ``optimizer.safetensors`` as ``"<param index>.<name>"``; its ``param_groups`` and any
+  non-tensor state → JSON;
+* every random number generator a run draws from (Python's ``random``, NumPy's global generator,
+  torch's CPU generator and each CUDA device's) → JSON (torch's byte states as base64).
+
+The data order needs no generator state: each epoch's permutation is a pure function of
+``(seed, epoch)`` (:mod:`gradstep.data.sampler`), so the position in the epoch is enough.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def snapshot_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU copies, taken at a step boundary, that later training cannot change."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return snapshot_tensors(model.state_dict())
+
+
+def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, json_part)`` of ``opt.state_dict()``."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for name, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    groups = [
+        {k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
+        for g in sd["param_groups"]
+    ]
+    meta = {"class": type(opt).__name__, "param_groups": groups, "scalars": scalars}
+    return snapshot_tensors(tensors), meta
+
+
+def load_optimizer_state(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    """Restore what :func:`optimizer_state` saved into ``opt`` (built for the same parameters)."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, t in tensors.items():
+        pid, _, name = key.partition(".")
+        state.setdefault(int(pid), {})[name] = t
+    for pid, values in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = []
+    for saved, current in zip(meta["param_groups"], opt.param_groups, strict=False):
+        # JSON turned tuples (Adam's betas) into lists; give them back their type
+        groups.append(
+            {
+                k: tuple(v) if isinstance(current.get(k), tuple) and isinstance(v, list) else v
+                for k, v in saved.items()
+            }
+        )
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.numpy().tobytes()).decode()
+
+
+def _unb64(s: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global generator's state, as JSON-able values."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    out: dict[str, Any] = {
+        "python": [version, list(mt), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": _b64(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back what :func:`rng_state` saved."""
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_unb64(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        states = [_unb64(s) for s in state["cuda"]]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)

@@ -1,0 +1,230 @@
+"""A checkpoint on disk: an atomic directory of safetensors + JSON files with a SHA-256 manifest.
+
+Writing (:func:`write_checkpoint_dir`): every file goes into a temporary sibling directory
+(``.tmp-step-000123-<random>``), each file is fsync'd, ``manifest.json`` is written last, the
+temporary directory is fsync'd and renamed to its final name, and the parent directory is fsync'd.
+A crash at any point leaves either the complete checkpoint or a ``.tmp-*`` directory that
+:func:`gradstep.checkpoint.locate.list_checkpoints` ignores (and :func:`remove_stale_tmp` removes).
+
+Reading (:func:`verify` and :func:`read_tensors`): a checkpoint is loaded only when its manifest
+verifies — every file listed is there with the size and SHA-256 recorded, and nothing is missing —
+and its safetensors files parse (header, dtypes, offsets inside the file) and hold only finite
+values. Nothing here unpickles or executes anything: safetensors and JSON are plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from gradstep.errors import UserError
+
+FORMAT = "gradstep-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
+_CHUNK = 1 << 20
+
+# Extensions and leading bytes of files that PyTorch (or Python) would unpickle.
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar")
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # a raw pickle; torch.save's zip archive
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used: missing, corrupt, not a gradstep checkpoint, unsafe."""
+
+
+class SaveError(RuntimeError):
+    """Writing a checkpoint failed (disk full, permission denied, ...); names the path."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)  # hashlib releases the GIL on large buffers
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """safetensors bytes of CPU, contiguous tensors (snapshots: no two share storage)."""
+    return st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+
+
+def json_bytes(obj: Any) -> bytes:
+    """JSON as bytes. NaN and infinities (a diverged loss in the history) are written as Python's
+    ``json`` writes and reads them back, so the state round-trips exactly."""
+    return (json.dumps(obj, indent=1) + "\n").encode()
+
+
+# A hook the kill tests use to die in the middle of a write; None in normal use.
+_after_file_hook: Callable[[Path], None] | None = None
+
+
+def write_checkpoint_dir(final: Path, files: Mapping[str, bytes], meta: dict[str, Any]) -> Path:
+    """Atomically create directory ``final`` holding ``files`` plus a manifest of their hashes.
+
+    Raises :class:`SaveError` (naming the path) for any OS error; ``final`` then does not exist
+    and no temporary directory is left behind.
+    """
+    parent = final.parent
+    tmp = parent / f"{TMP_PREFIX}{final.name}-{secrets.token_hex(4)}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        manifest: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
+        entries = {}
+        for name, data in files.items():
+            _write_file(tmp / name, data)
+            entries[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            if _after_file_hook is not None:
+                _after_file_hook(tmp / name)
+        manifest["files"] = entries
+        _write_file(tmp / MANIFEST, json_bytes(manifest))
+        _fsync_dir(tmp)
+        if final.exists():  # an earlier, interrupted run of the same step: replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(parent)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        where = err.filename or tmp
+        raise SaveError(f"cannot save checkpoint {final}: {err.strerror or err} ({where})") from err
+    return final
+
+
+def remove_stale_tmp(parent: Path) -> None:
+    """Remove ``.tmp-*`` directories left by a write that was killed."""
+    if parent.is_dir():
+        for p in parent.iterdir():
+            if p.name.startswith(TMP_PREFIX):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def looks_like_pickle(path: Path) -> bool:
+    """A ``.pt`` / ``.pth`` / ``.pkl`` ... file, or one that starts like a pickle or a zip."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return any(head.startswith(m) for m in _PICKLE_MAGIC)
+
+
+def refuse_non_checkpoint(path: Path) -> None:
+    """Raise a clear :class:`CheckpointError` for a path that is not a checkpoint directory."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or run directory")
+    if path.is_file() and looks_like_pickle(path):
+        raise CheckpointError(
+            f"{path}: a pickle file (torch.save); gradstep never unpickles, since unpickling can "
+            "run arbitrary code. If you trust it and it holds a plain state_dict, convert it: "
+            f"gradstep convert {path} --model NAME [--set model.args.KEY=VALUE] --out DIR"
+        )
+    if path.is_file():
+        raise CheckpointError(
+            f"{path}: a file, not a gradstep checkpoint (a directory with {MANIFEST})"
+        )
+    raise CheckpointError(f"{path}: not a gradstep checkpoint (no {MANIFEST})")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        refuse_non_checkpoint(path)
+        raise  # unreachable: refuse_non_checkpoint raises
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path / MANIFEST}: unreadable manifest: {err}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{path / MANIFEST}: not a gradstep checkpoint manifest")
+    if manifest.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {manifest['version']} is newer than this "
+            f"gradstep reads ({FORMAT_VERSION}); upgrade gradstep"
+        )
+    if not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(f"{path / MANIFEST}: no file list")
+    return manifest
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """Check every file against the manifest (size and SHA-256); return the manifest.
+
+    Raises :class:`CheckpointError` naming the first file that is missing, truncated or changed.
+    """
+    manifest = read_manifest(path)
+    for name, entry in manifest["files"].items():
+        f = path / name
+        if Path(name).name != name or not f.is_file():
+            raise CheckpointError(f"{f}: missing (listed in the manifest)")
+        size = f.stat().st_size
+        if size != entry.get("bytes"):
+            raise CheckpointError(f"{f}: {size} bytes, the manifest says {entry.get('bytes')}")
+        if sha256_file(f) != entry.get("sha256"):
+            raise CheckpointError(f"{f}: SHA-256 does not match the manifest (corrupt or changed)")
+    return manifest
+
+
+def read_tensors(path: Path, *, check_finite: bool = True) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, refusing a malformed file or non-finite values by name."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
+    if len(data) < 8:
+        raise CheckpointError(f"{path}: malformed safetensors file (truncated header)")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > len(data) - 8:
+        raise CheckpointError(
+            f"{path}: malformed safetensors file (header of {header_len} bytes in a "
+            f"{len(data)}-byte file: truncated?)"
+        )
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{path}: malformed safetensors file ({err})") from None
+    if check_finite:
+        for name, t in tensors.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+                raise CheckpointError(f"{path}: tensor {name!r} holds {bad} values")
+    return tensors
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return obj

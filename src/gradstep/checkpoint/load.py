@@ -1,0 +1,178 @@
+"""Find, verify and read checkpoints; rebuild a model from one.
+
+Paths a user may give (to ``gs.load_model``, ``gradstep eval / predict / export / resume``):
+
+* a checkpoint directory ``runs/x/checkpoints/step-000123``;
+* ``runs/x/checkpoints/best`` or ``.../latest``;
+* a run directory ``runs/x`` or its ``checkpoints`` folder: its ``best`` checkpoint (``latest``
+  when there is no best).
+
+Anything else — a pickle file (``.pt``, ``.pth``, ``.pkl``, or bytes that start like one), a
+stray file, a directory without a manifest — is refused with a message that says why. A
+checkpoint is read only after its manifest verifies, and nothing read can execute code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradstep.checkpoint.files import (
+    MANIFEST,
+    CheckpointError,
+    read_json,
+    read_tensors,
+    refuse_non_checkpoint,
+    verify,
+)
+from gradstep.checkpoint.writer import step_dirs
+from gradstep.errors import UserError
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint: its path, manifest, ``model.json`` and (on demand) the rest."""
+
+    path: Path
+    manifest: dict[str, Any]
+    model_info: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.manifest.get("step", 0))
+
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        return read_tensors(self.path / "model.safetensors")
+
+    def optimizer_tensors(self) -> dict[str, torch.Tensor]:
+        return read_tensors(self.path / "optimizer.safetensors")
+
+    def state(self) -> dict[str, Any]:
+        return read_json(self.path / "state.json")
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run directory this checkpoint belongs to, if it sits inside one."""
+        run = self.path.resolve().parent.parent
+        return run if (run / "config.toml").is_file() else None
+
+
+def resolve(path: str | Path) -> Path:
+    """The checkpoint directory ``path`` names (see the module docstring), unverified."""
+    p = Path(path)
+    if (p / MANIFEST).is_file():
+        return p
+    for folder in (p / "checkpoints", p):
+        for link in ("best", "latest"):
+            if (folder / link / MANIFEST).is_file():
+                return folder / link
+        dirs = step_dirs(folder)
+        if dirs:
+            return dirs[-1][1]
+    if p.is_dir() and (p / "config.toml").is_file():
+        raise CheckpointError(f"{p}: a run directory without checkpoints")
+    refuse_non_checkpoint(p)
+    raise AssertionError("unreachable")  # refuse_non_checkpoint raises
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Resolve ``path``, verify the manifest, and read ``model.json``."""
+    p = resolve(path)
+    manifest = verify(p)
+    return Checkpoint(p, manifest, read_json(p / "model.json"))
+
+
+def newest_good(directory: Path) -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint in ``directory`` that verifies, and a line for each one skipped."""
+    skipped: list[str] = []
+    for _, p in reversed(step_dirs(directory)):
+        try:
+            ckpt = open_checkpoint(p)
+            ckpt.model_tensors()  # parses, and holds only finite values
+            ckpt.optimizer_tensors()
+            ckpt.state()
+            return ckpt, skipped
+        except CheckpointError as err:
+            skipped.append(f"skipped checkpoint {p.name}: {err}")
+    return None, skipped
+
+
+def build_model_from(info: dict[str, Any], base_dir: str | Path | None = None) -> nn.Module:
+    """Construct the model ``model.json`` describes, with its saved constructor arguments."""
+    from gradstep.models import build_model
+
+    name = info.get("name")
+    if not isinstance(name, str):
+        raise CheckpointError("model.json: no model name")
+    if ":" in name and ".py:" not in name and name.rpartition(":")[0] in ("__main__", "builtins"):
+        raise CheckpointError(
+            f"the model class {name!r} was defined in a script, so it cannot be found again; "
+            "build it yourself and pass it: gs.load_model(path, model=MyNet(...))"
+        )
+    saved_base = base_dir if base_dir is not None else info.get("base_dir")
+    try:
+        model, _ = build_model(name, dict(info.get("args", {})), None, _path(saved_base))
+    except UserError as err:
+        raise CheckpointError(f"cannot rebuild the checkpoint's model: {err}") from None
+    return model
+
+
+def _path(p: str | Path | None) -> Path | None:
+    return Path(p) if p else None
+
+
+def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
+    """Load the checkpoint's weights into ``model``; a mismatch names the tensors."""
+    tensors = ckpt.model_tensors()
+    own = model.state_dict()
+    missing = [k for k in own if k not in tensors]
+    unexpected = [k for k in tensors if k not in own]
+    shapes = [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        if shapes:
+            k = shapes[0]
+            parts.append(
+                f"{k} is {tuple(tensors[k].shape)} in the checkpoint, {tuple(own[k].shape)} here"
+            )
+        raise CheckpointError(f"{ckpt.path}: weights do not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(tensors)
+    return model
+
+
+def load_model(
+    path: str | Path,
+    *,
+    model: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    base_dir: str | Path | None = None,
+) -> nn.Module:
+    """Rebuild the model a checkpoint saved and load its weights, in eval mode.
+
+    Args:
+        path: a checkpoint, ``best`` / ``latest``, or a run directory (its best checkpoint).
+        model: an instance to load into instead of rebuilding (for classes defined in a script).
+        device: where to put it.
+        base_dir: where a ``"file.py:Class"`` model's file is looked for (default: where the run
+            found it, then the working directory).
+
+    Example::
+
+        model = gs.load_model("runs/mnist_simplenet")           # its best checkpoint
+        model(x).argmax(1)
+
+    Never unpickles: weights come from ``model.safetensors`` after the manifest verifies.
+    """
+    ckpt = open_checkpoint(path)
+    if model is None:
+        model = build_model_from(ckpt.model_info, base_dir)
+    load_weights(model, ckpt)
+    return model.to(device).eval()

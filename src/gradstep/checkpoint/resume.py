@@ -1,0 +1,156 @@
+"""Exact resume: pick the newest good checkpoint, refuse a mismatched run, restore everything.
+
+A resumed run finishes bit-identical (on CPU) to the same run never interrupted, because the
+checkpoint holds, at a step boundary: weights and buffers, the optimizer's state, the progress
+counters (epoch, micro-batch in the epoch, global step), the epoch's running train metrics, the
+history, every callback's ``state_dict``, every RNG, and the length of ``metrics.jsonl`` at that
+moment (the file is cut back to it, so lines logged after the checkpoint by the run that died are
+not duplicated). The data order is a pure function of ``(seed, epoch)``, so no sample is replayed
+or skipped: the epoch's permutation is drawn again and entered at the saved micro-batch.
+
+Refusal: a checkpoint written by a run with another model, model arguments, batch size,
+accumulation, seed, data order or data (a SHA-256 fingerprint of the training samples) is refused
+with a message naming what differs, unless ``force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from gradstep.checkpoint.files import CheckpointError, remove_stale_tmp
+from gradstep.checkpoint.load import Checkpoint, load_weights, newest_good, open_checkpoint
+from gradstep.checkpoint.writer import point, step_dirs
+
+
+def data_fingerprint(data: Any) -> str:
+    """SHA-256 of in-memory training data (features and targets); for a Dataset, its type,
+    length and first and last samples (hashing a whole Dataset would cost an epoch)."""
+    h = hashlib.sha256()
+    if isinstance(data, tuple):
+        for t in data:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+    ds = data.dataset if isinstance(data, DataLoader) else data
+    n = len(ds)
+    h.update(f"{type(ds).__qualname__}:{n}".encode())
+    for i in {0, n - 1} if n else ():
+        for part in ds[i] if isinstance(ds[i], tuple | list) else (ds[i],):
+            h.update(repr(torch.as_tensor(part).tolist()).encode())
+    return h.hexdigest()
+
+
+def describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"batch_size: 32 in the checkpoint, 64 now"`` for each key that differs."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            if key == "data":
+                out.append("data: the training data differ (another file, split or content)")
+            else:
+                out.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
+    return out
+
+
+def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint, Path]:
+    """The checkpoint to resume from and its run directory.
+
+    ``target`` is a run directory (its newest checkpoint that verifies; corrupt or partial ones
+    are skipped with a warning) or one checkpoint directory (that one, or an error). Changes
+    nothing on disk but stale ``.tmp-*`` directories.
+    """
+    run_dir = target
+    if (target / "manifest.json").is_file() or target.name in ("best", "latest"):
+        ckpt = open_checkpoint(target)
+        run_dir = ckpt.path.resolve().parent.parent
+    else:
+        if not (target / "config.toml").is_file():
+            if not target.exists():
+                raise CheckpointError(f"{target}: no such run directory")
+            open_checkpoint(target)  # a pickle or stray file gets its clear refusal here
+            raise CheckpointError(f"{target}: not a run directory (no config.toml)")
+        folder = target / "checkpoints"
+        remove_stale_tmp(folder)
+        found, skipped = newest_good(folder)
+        for line in skipped:
+            warn(line)
+        if found is None:
+            raise CheckpointError(f"{target}: no checkpoint that verifies in {folder}")
+        ckpt = found
+    return ckpt, run_dir
+
+
+def orphan_newer(ckpt: Checkpoint, warn: Any) -> None:
+    """Rename checkpoints newer than ``ckpt`` to ``step-NNNNNN.orphaned``, so that ``latest`` and
+    pruning never mistake a corrupt one, or one from the abandoned timeline, for this run's."""
+    for step, p in step_dirs(ckpt.path.resolve().parent):
+        if step > ckpt.step:
+            os.rename(p, p.with_name(p.name + ".orphaned"))
+            warn(f"{p.name} is newer than the checkpoint resumed from; renamed {p.name}.orphaned")
+
+
+def truncate_metrics(path: Path, size: int | None) -> None:
+    """Cut ``metrics.jsonl`` back to what it held when the checkpoint was taken."""
+    if size is not None and path.is_file() and path.stat().st_size > size:
+        with path.open("r+b") as f:
+            f.truncate(size)
+
+
+def relink(ckpt: Checkpoint, best_name: str | None) -> None:
+    folder = ckpt.path.resolve().parent
+    point(folder, "latest", ckpt.path.resolve().name)
+    if best_name and (folder / best_name).is_dir():
+        point(folder, "best", best_name)
+
+
+def restore(
+    ckpt: Checkpoint,
+    saved: dict[str, Any],
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: Any,
+    callbacks: list[Any],
+    device: torch.device,
+    new_meter: Any,
+) -> None:
+    """Put the checkpoint's training state into the freshly built run (RNG last of all)."""
+    from gradstep.checkpoint.content import load_optimizer_state
+
+    load_weights(model, ckpt)
+    try:
+        load_optimizer_state(optimizer, ckpt.optimizer_tensors(), saved["optimizer"])
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{ckpt.path}: optimizer state does not fit: {err}") from None
+    state.load_state_dict(saved["progress"])
+    state.history = list(saved.get("history", []))
+    state.train_metrics = dict(saved.get("train_metrics", {}))
+    state.val_metrics = dict(saved.get("val_metrics", {}))
+    if state.in_epoch:
+        state.train_meter = new_meter()
+        state.train_meter.load_state_dict(saved["meter"], device)
+    states = saved.get("callbacks", {})
+    for key, cb in callback_keys(callbacks).items():
+        if key in states:
+            cb.load_state_dict(states[key])
+
+
+def callback_keys(callbacks: list[Any]) -> dict[str, Any]:
+    """A stable key per callback: its class name, numbered when a class appears twice."""
+    keys: dict[str, Any] = {}
+    for cb in callbacks:
+        base = type(cb).__qualname__
+        key, i = base, 2
+        while key in keys:
+            key, i = f"{base}#{i}", i + 1
+        keys[key] = cb
+    return keys

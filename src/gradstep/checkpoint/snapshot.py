@@ -1,0 +1,132 @@
+"""The files of one checkpoint of a run, taken at a step boundary (see :mod:`gradstep.checkpoint`).
+
+:class:`RunSnapshot` knows the run's fixed parts — the model's constructor name and args, the
+preprocessing, the resolved config, the resume fingerprint — and, called with the live
+:class:`~gradstep.state.TrainState`, copies the changing parts: weights, optimizer, progress,
+running metrics, history, callback states, RNG states, and the length of ``metrics.jsonl``.
+JSON is encoded here, on the training thread, so a callback whose ``state_dict`` is not JSON fails
+at once with its name rather than later in the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradstep.checkpoint.content import model_state, optimizer_state, rng_state
+from gradstep.checkpoint.files import json_bytes
+from gradstep.checkpoint.resume import callback_keys
+from gradstep.checkpoint.writer import Job
+from gradstep.errors import UserError
+from gradstep.state import TrainState
+
+
+def normalizer_json(normalizer: Any) -> dict[str, Any] | None:
+    if normalizer is None:
+        return None
+    out = {}
+    for key, t in normalizer.state_dict().items():
+        out[key] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+        out[key]["values"] = t.flatten().tolist()  # float32 -> float -> float32 is exact
+    return out
+
+
+def normalizer_from_json(obj: dict[str, Any] | None) -> Any:
+    from gradstep.data import Normalizer
+
+    if obj is None:
+        return None
+    tensors = {
+        key: torch.tensor(v["values"], dtype=getattr(torch, v["dtype"])).reshape(v["shape"])
+        for key, v in obj.items()
+    }
+    return Normalizer.from_state_dict(tensors)
+
+
+def model_info(
+    *,
+    name: str,
+    args: dict[str, Any],
+    base_dir: Path | None,
+    task: str,
+    loss: str,
+    sample_shape: tuple[int, ...],
+    outputs: int,
+    normalizer: Any,
+    source: str,
+    target: str,
+) -> dict[str, Any]:
+    """``model.json``: what rebuilding the model and preparing its input need."""
+    return {
+        "name": name,
+        "args": args,
+        "base_dir": str(base_dir) if base_dir is not None else None,
+        "task": task,
+        "loss": loss,
+        "outputs": outputs,
+        "input": {
+            "sample_shape": list(sample_shape),
+            "source": source,
+            "target": target,
+            "uint8_scale": 1 / 255,  # integer pixels are scaled as the MNIST source scales them
+        },
+        "normalize": normalizer_json(normalizer),
+    }
+
+
+@dataclass
+class RunSnapshot:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    info: dict[str, Any]
+    fingerprint: dict[str, Any]
+    config: dict[str, Any]
+    base_dir: Path | None
+    metrics_path: Path | None
+    callbacks: list[Any] = field(default_factory=list)
+
+    def __call__(self, state: TrainState, job: Job) -> Job:
+        opt_tensors, opt_meta = optimizer_state(self.optimizer)
+        callbacks = {}
+        for key, cb in callback_keys(self.callbacks).items():
+            cb_state = cb.state_dict()
+            if cb_state:
+                try:
+                    json.dumps(cb_state)
+                except (TypeError, ValueError) as err:
+                    raise UserError(
+                        f"callback {key}: state_dict() must return JSON values ({err})"
+                    ) from None
+                callbacks[key] = cb_state
+        metrics_bytes = None
+        if self.metrics_path is not None and self.metrics_path.is_file():
+            metrics_bytes = self.metrics_path.stat().st_size
+        saved = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "progress": state.state_dict(),
+            "meter": state.train_meter.state_dict() if state.in_epoch else None,
+            "train_metrics": state.train_metrics,
+            "val_metrics": state.val_metrics,
+            "history": state.history,
+            "optimizer": opt_meta,
+            "callbacks": callbacks,
+            "rng": rng_state(),
+            "metrics_bytes": metrics_bytes,
+            "fingerprint": self.fingerprint,
+            "config": self.config,
+            "base_dir": str(self.base_dir) if self.base_dir is not None else None,
+        }
+        job.tensors = {
+            "model.safetensors": model_state(self.model),
+            "optimizer.safetensors": opt_tensors,
+        }
+        job.json = {"model.json": json_bytes(self.info), "state.json": json_bytes(saved)}
+        job.meta = {"step": state.global_step, "epoch": state.epoch, "created": time.time()}
+        return job
