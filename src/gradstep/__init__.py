@@ -7,9 +7,11 @@ Example::
     result = trainer.fit(model, train=(X, y), val=(Xv, yv))
     result.history[-1]          # {"epoch": 10, "train_loss": ..., "val_acc": ..., ...}
     trainer.predict(X_new).argmax(1)
+    model = gs.load_model("runs/x/checkpoints/best")   # rebuilt from saved args; no pickle
 """
 
 from gradstep.callbacks import Callback
+from gradstep.checkpoint import CheckpointError, SaveError, load_model
 from gradstep.config import Config, load_config
 from gradstep.errors import UserError
 from gradstep.state import TrainState
@@ -17,11 +19,14 @@ from gradstep.trainer import FitResult, Trainer, __version__
 
 __all__ = [
     "Callback",
+    "CheckpointError",
     "Config",
     "FitResult",
+    "SaveError",
     "TrainState",
     "Trainer",
     "UserError",
     "__version__",
     "load_config",
+    "load_model",
 ]

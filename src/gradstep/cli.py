@@ -1,16 +1,28 @@
 """The ``gradstep`` command: argument parsing only; the work is done by the library.
 
-Exit status: 0 success; 2 bad input (config, data, model) with one line on stderr naming what and
-where, and no traceback; 1 an internal error; 130 interrupted (Ctrl-C).
+Exit status: 0 success; 2 bad input (config, data, model, checkpoint) with one line on stderr
+naming what and where, and no traceback; 1 an internal error, or a checkpoint that could not be
+saved (disk full, permission denied: one line naming the path); 130 interrupted (Ctrl-C).
 
     gradstep fit [CONFIG.toml] [--set section.key=value ...]
+    gradstep resume RUN_DIR [--force] [--set section.key=value ...]
+    gradstep eval CHECKPOINT [--data FILE]
+    gradstep predict CHECKPOINT INPUT --out FILE
+    gradstep export CHECKPOINT --format pt2|torchscript [--out FILE]
+    gradstep convert LEGACY.pt --model NAME [--set model.args.KEY=VALUE ...] --out DIR
+
+CHECKPOINT is a checkpoint directory, ``.../checkpoints/best`` or ``latest``, or a run directory
+(its best checkpoint). Nothing is ever unpickled, except by ``convert``, through
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gradstep.errors import UserError
 
@@ -36,7 +48,54 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train what CONFIG.toml names; with no config, the built-in default example.",
     )
     fit.add_argument("config", nargs="?", help="a TOML config file (every key has a default)")
-    fit.add_argument(
+    _add_set(fit)
+
+    resume = sub.add_parser(
+        "resume",
+        help="continue a run from its newest good checkpoint",
+        description="Continue RUN_DIR from its newest checkpoint that verifies, exactly as if it "
+        "had never stopped. --set may raise train.epochs or train.max_steps.",
+    )
+    resume.add_argument("run_dir", help="the run directory (runs/NAME)")
+    resume.add_argument(
+        "--force", action="store_true", help="resume even if the model, batch or data differ"
+    )
+    _add_set(resume)
+
+    ev = sub.add_parser("eval", help="loss and metrics of a checkpoint on a dataset")
+    ev.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
+    ev.add_argument("--data", help="csv / npz / IDX file with labels (default: the run's val data)")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--device", default="cpu")
+
+    pr = sub.add_parser("predict", help="batch inference (eval mode, no gradients) to a CSV file")
+    pr.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
+    pr.add_argument("input", help="csv / npz / npy / IDX file, or an MNIST folder")
+    pr.add_argument("--out", required=True, help="the CSV file to write (atomically)")
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--device", default="cpu")
+
+    ex = sub.add_parser("export", help="a model file that runs with plain PyTorch")
+    ex.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
+    ex.add_argument("--format", required=True, choices=["pt2", "torchscript"])
+    ex.add_argument("--out", help="the file to write (default: <checkpoint>.pt2 / .torchscript.pt)")
+    ex.add_argument("--input-shape", type=_shape, help="one sample's shape, e.g. 1,28,28")
+
+    cv = sub.add_parser(
+        "convert",
+        help="import a trusted torch.save state_dict (weights_only loading) as a checkpoint",
+    )
+    cv.add_argument("legacy", help="a .pt / .pth file holding a plain state_dict")
+    cv.add_argument("--model", required=True, help="the model name or file.py:Class")
+    cv.add_argument("--out", required=True, help="the checkpoint directory to create")
+    cv.add_argument("--input-shape", type=_shape, help="one sample's shape, e.g. 1,28,28")
+    cv.add_argument("--task", default="multiclass", choices=["multiclass", "binary", "regression"])
+    _add_set(cv)
+    return parser
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -45,7 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set train.batch_size=full "
         "--set model.args.hidden=[64,32]",
     )
-    return parser
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected sizes like 1,28,28") from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive sizes like 1,28,28")
+    return shape
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -55,17 +123,127 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume(args: argparse.Namespace) -> int:
+    from gradstep.checkpoint.files import CheckpointError
+    from gradstep.trainer import Trainer
+
+    run_dir = Path(args.run_dir)
+    config = run_dir / "config.toml"
+    if not config.is_file():
+        from gradstep.checkpoint.load import open_checkpoint
+
+        if run_dir.is_file() or not run_dir.exists():
+            open_checkpoint(run_dir)  # the clear refusal for a pickle or a missing path
+        raise CheckpointError(f"{run_dir}: not a run directory (no config.toml)")
+    trainer = Trainer.from_config(config, args.overrides)
+    trainer.base_dir, trainer.default_name = _saved_base_dir(run_dir), None
+    if trainer.config.data.source == "(python)":
+        raise UserError(
+            f"{run_dir}: this run trained on in-memory data; resume it from Python: "
+            f"Trainer(...).fit(model, train, resume={str(run_dir)!r})"
+        )
+    trainer.fit(resume=run_dir, force=args.force)
+    return 0
+
+
+def _saved_base_dir(run_dir: Path) -> Path | None:
+    """Where the original config lived (relative data paths and model files are found there)."""
+    from gradstep.checkpoint.writer import step_dirs
+
+    for _, p in reversed(step_dirs(run_dir / "checkpoints")):
+        try:
+            base = json.loads((p / "model.json").read_text()).get("base_dir")
+        except (OSError, ValueError):
+            continue
+        return Path(base) if base else None
+    return None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from gradstep.inference import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        args.checkpoint, args.data, batch_size=args.batch_size, device=args.device
+    )
+    for key, value in metrics.items():
+        print(f"{key}: {value:.2%}" if key == "acc" else f"{key}: {value:.6g}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from gradstep.inference import predict_file
+
+    n = predict_file(
+        args.checkpoint,
+        args.input,
+        args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        console=Console(stderr=True),
+    )
+    print(f"wrote {n} predictions to {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gradstep.export import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.format, args.out, args.input_shape)
+    print(f"wrote {path} (and {path.name}.json: input, outputs, how to load)")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from gradstep.checkpoint.convert import convert_legacy
+    from gradstep.config import parse_override
+
+    model_args = {}
+    for text in args.overrides:
+        path, value = parse_override(text)
+        if path[:2] != ["model", "args"] or len(path) != 3:
+            raise UserError(f"--set {text!r}: convert takes only model.args.KEY=VALUE")
+        model_args[path[2]] = value
+    out = convert_legacy(
+        args.legacy,
+        args.model,
+        model_args,
+        args.out,
+        input_shape=args.input_shape,
+        task=args.task,
+        base_dir=Path.cwd(),
+    )
+    print(f"wrote checkpoint {out}")
+    return 0
+
+
+COMMANDS = {
+    "fit": _fit,
+    "resume": _resume,
+    "eval": _eval,
+    "predict": _predict,
+    "export": _export,
+    "convert": _convert,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    from gradstep.checkpoint.files import SaveError
+
     try:
-        return {"fit": _fit}[args.command](args)
+        return COMMANDS[args.command](args)
     except UserError as err:
         print(f"gradstep: error: {err}", file=sys.stderr)
         return 2
+    except SaveError as err:
+        print(f"gradstep: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("gradstep: interrupted", file=sys.stderr)
         return 130

@@ -29,6 +29,19 @@ def create_run_dir(parent: str | Path, name: str) -> Path:
     raise RuntimeError(f"no free run directory name for {parent / name}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Rename a finished temporary file over ``path``, with the permissions a plain ``open``
+    would have given it (``mkstemp`` makes files readable by their owner only)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a fsync'd temporary sibling and a rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -37,7 +50,7 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

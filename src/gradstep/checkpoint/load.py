@@ -176,3 +176,11 @@ def load_model(
         model = build_model_from(ckpt.model_info, base_dir)
     load_weights(model, ckpt)
     return model.to(device).eval()
+
+
+def load_for_inference(path: str | Path, device: str = "cpu") -> tuple[Checkpoint, nn.Module]:
+    """The verified checkpoint and its rebuilt model with the weights, in eval mode."""
+    ckpt = open_checkpoint(path)
+    model = build_model_from(ckpt.model_info)
+    load_weights(model, ckpt)
+    return ckpt, model.to(device).eval()

@@ -74,7 +74,7 @@ def model_info(
             "sample_shape": list(sample_shape),
             "source": source,
             "target": target,
-            "uint8_scale": 1 / 255,  # integer pixels are scaled as the MNIST source scales them
+            "uint8_divisor": 255,  # uint8 pixels are divided as the MNIST source divides them
         },
         "normalize": normalizer_json(normalizer),
     }

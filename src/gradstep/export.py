@@ -1,0 +1,120 @@
+"""``gradstep export``: a model file that runs with plain PyTorch, without gradstep.
+
+* ``pt2`` — ``torch.export`` (the graph and weights in one ``.pt2`` archive), loaded with
+  ``torch.export.load(path).module()``;
+* ``torchscript`` — ``torch.jit.trace``, loaded with ``torch.jit.load(path)``.
+
+The training normalisation is folded into the exported model (``(x - mean) / std`` runs first),
+so the exported model takes input exactly as the data source gives it: float features, or images
+as float in [0, 1] of the training sample shape. The batch dimension is dynamic. A JSON file beside
+the model (``<out>.json``) says this: input shape and dtype, what the outputs are (logits, for a
+classifier), the class count, and the checkpoint it came from.
+
+Example::
+
+    gradstep export runs/mnist/checkpoints/best --format pt2          # writes best.pt2 + .json
+    m = torch.export.load("best.pt2").module(); m(torch.rand(5, 1, 28, 28)).argmax(1)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradstep.checkpoint.load import load_for_inference
+from gradstep.checkpoint.snapshot import normalizer_from_json
+from gradstep.errors import UserError
+from gradstep.rundir import publish, write_atomic
+
+FORMATS = {"pt2": ".pt2", "torchscript": ".torchscript.pt"}
+
+
+class Prepared(nn.Module):
+    """``model((x - mean) / std)``: the training normalisation folded in front of the model."""
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor | None, std: torch.Tensor | None):
+        super().__init__()
+        self.model = model
+        self.normalize = mean is not None
+        self.register_buffer("mean", mean if mean is not None else torch.zeros(()))
+        self.register_buffer("std", std if std is not None else torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        return self.model(x)
+
+
+def prepared_model(model: nn.Module, info: dict[str, Any]) -> Prepared:
+    norm = normalizer_from_json(info.get("normalize"))
+    mean, std = (norm.mean, norm.std) if norm is not None else (None, None)
+    return Prepared(model, mean, std).eval()
+
+
+def _example(info: dict[str, Any], input_shape: tuple[int, ...] | None) -> torch.Tensor:
+    shape = input_shape or tuple(info.get("input", {}).get("sample_shape") or ())
+    if not shape:
+        raise UserError(
+            "the checkpoint does not record the input shape (a converted checkpoint?); "
+            "pass --input-shape, e.g. --input-shape 1,28,28"
+        )
+    return torch.rand(4, *shape)
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> Path:
+    """Export ``checkpoint`` as ``fmt`` ("pt2" or "torchscript"); return the file written."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    ckpt, model = load_for_inference(checkpoint)
+    info = ckpt.model_info
+    wrapped = prepared_model(model, info)
+    example = _example(info, input_shape)
+    path = Path(out) if out is not None else Path(ckpt.path.name + FORMATS[fmt])
+    if not path.parent.is_dir():
+        raise UserError(f"--out {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            if fmt == "pt2":
+                batch = torch.export.Dim("batch", min=1)
+                program = torch.export.export(wrapped, (example,), dynamic_shapes=({0: batch},))
+                torch.export.save(program, tmp)
+            else:
+                traced = torch.jit.trace(wrapped, example)
+                traced.save(tmp)
+        publish(tmp, path)
+    except Exception as err:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise UserError(f"--out {path}: cannot write: {err.strerror or err}") from None
+        raise
+    sidecar = {
+        "format": fmt,
+        "load_with": "torch.export.load(path).module()" if fmt == "pt2" else "torch.jit.load(path)",
+        "input": {
+            "shape": ["batch", *example.shape[1:]],
+            "dtype": "float32",
+            "note": "as the data source gives it (images in [0, 1]); normalisation is folded in",
+        },
+        "normalization_folded_in": wrapped.normalize,
+        "outputs": "logits" if info.get("task") in ("multiclass", "binary") else "values",
+        "classes": info.get("outputs"),
+        "task": info.get("task"),
+        "checkpoint": str(ckpt.path.resolve()),
+        "model": {"name": info.get("name"), "args": info.get("args")},
+    }
+    write_atomic(path.with_name(path.name + ".json"), json.dumps(sidecar, indent=2) + "\n")
+    return path

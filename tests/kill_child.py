@@ -1,0 +1,90 @@
+"""A training process for the kill tests: trains (or resumes) and SIGKILLs itself at a point.
+
+    python kill_child.py RUNS NAME KILL [resume]
+
+KILL is ``none`` or ``KIND:N``: ``forward:N`` — the N-th training forward pass (mid-epoch,
+mid-accumulation group); ``val:N`` — the N-th validation forward pass; ``write:N`` — right after
+the N-th checkpoint file is written, before its directory is renamed into place; ``step:N`` —
+right after step N's ``on_step_end`` (a checkpoint may be being written in the background).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import gradstep as gs
+from gradstep.checkpoint import files
+
+# Adam (tensor state), dropout (the global RNG), BatchNorm (buffers), accumulation 3 over 16
+# micro-batches (a trailing group of one), checkpoints every 2 steps (mid-epoch), val_every 5.
+SETTINGS = dict(
+    source="random",
+    n=155,
+    features=6,
+    classes=3,
+    val_split=0.2,
+    epochs=3,
+    batch_size=8,
+    accumulate=3,
+    model="mlp",
+    model_args={"hidden": [16, 12], "dropout": 0.3, "batchnorm": True},
+    optimizer="adam",
+    lr=0.01,
+    log_every=2,
+    val_every=5,
+    checkpoint_every=2,
+    checkpoint_keep=10,
+    progress=False,
+    seed=7,
+)
+
+
+def die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Killer(gs.Callback):
+    def __init__(self, kind: str, n: int) -> None:
+        self.kind, self.n, self.count = kind, n, 0
+
+    def _forward(self, module, inputs, output) -> None:
+        if (self.kind == "forward") == module.training:
+            self.count += 1
+            if self.count == self.n:
+                die()
+
+    def on_fit_start(self, state) -> None:
+        if self.kind in ("forward", "val"):
+            state.model.register_forward_hook(self._forward)
+
+    def on_step_end(self, state) -> None:
+        if self.kind == "step" and state.global_step == self.n:
+            die()
+
+
+def main() -> None:
+    runs, name, kill = sys.argv[1], sys.argv[2], sys.argv[3]
+    resume = len(sys.argv) > 4
+    callbacks = []
+    if kill != "none":
+        kind, n = kill.split(":")
+        if kind == "write":
+            count = [0]
+
+            def hook(path) -> None:
+                count[0] += 1
+                if count[0] == int(n):
+                    die()
+
+            files._after_file_hook = hook
+        else:
+            callbacks.append(Killer(kind, int(n)))
+    trainer = gs.Trainer(run_dir=runs, name=name, callbacks=callbacks, **SETTINGS)
+    trainer.fit(resume=os.path.join(runs, name) if resume else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Exact resume: runs SIGKILLed at many points finish bit-identical to one never killed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradstep.checkpoint import open_checkpoint
+
+CHILD = Path(__file__).with_name("kill_child.py")
+ROOT = Path(__file__).resolve().parents[1]
+
+# 124 training samples, batch 8 -> 16 micro-batches an epoch; accumulate 3 -> 6 steps an epoch
+# (the last group has one micro-batch); 3 epochs = 18 steps; checkpoints every 2 steps and at the
+# end; validation every 5 steps (4 batches of up to 8) and at the end. Checkpoints are written in
+# the background, so a kill may land before the newest is complete: resume then uses the one
+# before (the writer finishes one before it starts the next, so step 2's is safe from step 4 on).
+KILLS = [
+    "forward:14",  # epoch 1, second micro-batch of step 5's group
+    "forward:16",  # epoch 1's last micro-batch: the trailing partial group
+    "forward:17",  # epoch 2's first micro-batch
+    "forward:26",  # epoch 2, mid-group
+    "forward:40",  # epoch 3, mid-group
+    "val:2",  # during the validation at step 5
+    "val:7",  # during the validation at step 10
+    "write:6",  # checkpoint 4 half written: its directory is never renamed into place
+    "write:11",  # checkpoint 6 half written
+    "step:8",  # just after checkpoint 8 was handed to the background writer
+    "step:13",
+    "step:18",  # the last step, before the final checkpoint
+]
+
+
+def run_child(
+    runs: Path, name: str, kill: str, resume: bool = False
+) -> subprocess.CompletedProcess:
+    args = [sys.executable, str(CHILD), str(runs), name, kill] + (["resume"] if resume else [])
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for r in lines:
+        r.pop("time_s", None)  # wall-clock time differs between processes
+    return lines
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("ref")
+    proc = run_child(runs, "ref", "none")
+    assert proc.returncode == 0, proc.stderr
+    return runs / "ref"
+
+
+def assert_identical(run: Path, ref: Path) -> None:
+    a, b = (
+        open_checkpoint(run / "checkpoints" / "latest"),
+        open_checkpoint(ref / "checkpoints" / "latest"),
+    )
+    assert a.step == b.step == 18
+    for kind in ("model_tensors", "optimizer_tensors"):
+        ta, tb = getattr(a, kind)(), getattr(b, kind)()
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), f"{kind} {k}"
+    assert metrics(run) == metrics(ref)
+    sa, sb = a.state(), b.state()
+    for key in ("progress", "rng", "optimizer", "callbacks"):
+        assert sa[key] == sb[key], key
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 18 and summary["stop_reason"] == "completed"
+
+
+def _kill_and_resume(runs: Path, kill: str) -> tuple[str, Path, str]:
+    name = kill.replace(":", "-")
+    killed = run_child(runs, name, kill)
+    resumed = run_child(runs, name, "none", resume=True)
+    return kill, runs / name, f"{killed.returncode} {resumed.returncode} {resumed.stderr[-2000:]}"
+
+
+def test_killed_runs_resume_bit_identical(tmp_path, reference):
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda k: _kill_and_resume(tmp_path, k), KILLS))
+    for kill, run, codes in results:
+        assert codes.startswith("-9 0"), (kill, codes)  # SIGKILLed, then resumed cleanly
+        assert_identical(run, reference)
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["resumed_from"]["step"] in range(2, 18, 2), kill
+
+
+def test_two_kills_in_one_run(tmp_path, reference):
+    assert run_child(tmp_path, "twice", "forward:20").returncode == -9
+    assert run_child(tmp_path, "twice", "forward:15", resume=True).returncode == -9
+    proc = run_child(tmp_path, "twice", "none", resume=True)
+    assert proc.returncode == 0, proc.stderr
+    assert_identical(tmp_path / "twice", reference)
+
+
+def test_resume_via_the_command_line(tmp_path, reference):
+    assert run_child(tmp_path, "cli", "val:7").returncode == -9
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradstep.cli", "resume", str(tmp_path / "cli")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed from step-00000" in proc.stdout
+    assert_identical(tmp_path / "cli", reference)
