@@ -2,7 +2,8 @@
 
 * ``pt2`` — ``torch.export`` (the graph and weights in one ``.pt2`` archive), loaded with
   ``torch.export.load(path).module()``;
-* ``torchscript`` — ``torch.jit.trace``, loaded with ``torch.jit.load(path)``.
+* ``torchscript`` — ``torch.jit.trace``, loaded with ``torch.jit.load(path)`` (PyTorch has
+  deprecated TorchScript; it is here for runtimes that still need it — prefer ``pt2``).
 
 The training normalisation is folded into the exported model (``(x - mean) / std`` runs first),
 so the exported model takes input exactly as the data source gives it: float features, or images
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +94,9 @@ def export_checkpoint(
                 program = torch.export.export(wrapped, (example,), dynamic_shapes=({0: batch},))
                 torch.export.save(program, tmp)
             else:
-                traced = torch.jit.trace(wrapped, example)
+                with warnings.catch_warnings():  # deprecated by PyTorch, still what many deploy
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    traced = torch.jit.trace(wrapped, example)
                 traced.save(tmp)
         publish(tmp, path)
     except Exception as err:

@@ -128,9 +128,11 @@ def _rate(count: int, seconds: float) -> float:
 
 
 def _warner(console: Console) -> Callable[[str], None]:
+    """Warnings go to stderr (quiet where ``console`` is: off the main process)."""
+    err = Console(stderr=True, quiet=console.quiet)
+
     def warn(message: str) -> None:
-        text = f"gradstep: warning: {message}"
-        console.print(text, markup=False, highlight=False, soft_wrap=True)
+        err.print(f"gradstep: warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
     return warn
 
@@ -358,7 +360,7 @@ class Trainer:
                 raise CheckpointError(f"resume='latest': no run directory {target}")
         else:
             target = Path(resume)
-        ckpt, run_dir = find_resume_checkpoint(target, _warner(Console(stderr=True)))
+        ckpt, run_dir = find_resume_checkpoint(target, _warner(Console()))
         saved = ckpt.state()
         differences = describe_differences(saved.get("fingerprint", {}), fingerprint)
         if differences and not force:

@@ -124,7 +124,11 @@ class Checkpointer(Callback):
     # --- saving ---------------------------------------------------------------------------
 
     def save(self, state: TrainState) -> None:
-        """Snapshot the state now and write it in the background."""
+        """Snapshot the state now and write it in the background (after the previous write has
+        finished: a failed one is dealt with first, and a stopping run writes nothing more)."""
+        self._collect(self.writer.wait(), state)
+        if state.stop_reason == STOP_REASON:
+            return
         value = self._value(state)
         name = step_dir_name(state.global_step)
         best = self._improves(value)
@@ -134,7 +138,7 @@ class Checkpointer(Callback):
             self.best_value, self.best_step, self.best_name = value, state.global_step, name
         self.last_saved_step = state.global_step
         job = self.snapshot(state, Job(name=name, tensors={}, json={}, best=best))
-        self._collect(self.writer.submit(job), state)
+        self.writer.submit(job)
 
     def _collect(self, outcome: Outcome | None, state: TrainState, at_end: bool = False) -> None:
         if outcome is None or outcome.error is None:

@@ -1,0 +1,193 @@
+"""The on-disk format: atomic directories, manifests that catch corruption, safe reading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import pytest
+import torch
+from torch import nn
+
+import gradstep as gs
+from gradstep.checkpoint import files, open_checkpoint
+from gradstep.checkpoint.files import CheckpointError, sha256_file, write_checkpoint_dir
+from gradstep.checkpoint.writer import step_dirs
+
+SETTINGS = dict(
+    source="random",
+    n=120,
+    features=5,
+    classes=3,
+    val_split=0.25,
+    epochs=4,
+    batch_size=16,
+    model="mlp",
+    model_args={"hidden": [8], "dropout": 0.2},
+    optimizer="sgd",
+    momentum=0.9,
+    lr=0.05,
+    checkpoint_keep=10,
+    progress=False,
+)
+
+
+def test_write_is_atomic_and_manifest_lists_every_file(tmp_path):
+    final = write_checkpoint_dir(tmp_path / "step-000001", {"a.bin": b"xyz", "b.json": b"{}"}, {})
+    manifest = json.loads((final / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"a.bin", "b.json"}
+    assert manifest["files"]["a.bin"]["sha256"] == sha256_file(final / "a.bin")
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000001"]  # no temporary left
+    files.verify(final)
+
+
+def test_a_write_that_dies_leaves_no_checkpoint(tmp_path, monkeypatch):
+    def boom(path):
+        raise KeyboardInterrupt  # stands for the process dying mid-write
+
+    monkeypatch.setattr(files, "_after_file_hook", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_checkpoint_dir(tmp_path / "step-000002", {"a.bin": b"1", "b.bin": b"2"}, {})
+    assert not (tmp_path / "step-000002").exists()
+    assert step_dirs(tmp_path) == []  # only a .tmp-* directory, which nothing lists
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """A 4-epoch run with a checkpoint at every epoch's end (steps 6, 12, 18, 24)."""
+    runs = tmp_path_factory.mktemp("base")
+    result = gs.Trainer(run_dir=str(runs), name="base", **SETTINGS).fit()
+    return result
+
+
+def _damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        if path.name == "manifest.json":  # flip a byte inside a recorded hash
+            at = data.index(b'"sha256": "') + 15
+        else:
+            at = len(data) // 2
+        data[at] ^= 0x01
+        path.write_bytes(bytes(data))
+    else:
+        path.write_bytes(bytes(data[: len(data) // 2]))
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+@pytest.mark.parametrize(
+    "name",
+    ["model.safetensors", "optimizer.safetensors", "state.json", "model.json", "manifest.json"],
+)
+def test_a_corrupt_checkpoint_is_rejected_and_resume_uses_the_previous(
+    base_run, tmp_path, name, how, capsys
+):
+    run = tmp_path / "base"
+    shutil.copytree(base_run.run_dir, run, symlinks=True)
+    newest = step_dirs(run / "checkpoints")[-1][1]
+    assert newest.name == "step-000024"
+    _damage(newest / name, how)
+    with pytest.raises(CheckpointError):
+        open_checkpoint(newest).model_tensors()
+        open_checkpoint(newest).optimizer_tensors()
+        open_checkpoint(newest).state()
+
+    resumed = gs.Trainer(run_dir=str(tmp_path), **SETTINGS).fit(resume=run)
+    assert "skipped checkpoint step-000024" in capsys.readouterr().err
+    assert resumed.summary["resumed_from"]["step"] == 18
+    want, got = base_run.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)  # the lost epoch was retrained exactly
+    assert (run / "checkpoints" / "step-000024.orphaned").is_dir()
+
+
+def _rewrite_manifest(ckpt_dir):
+    manifest = json.loads((ckpt_dir / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        entry["bytes"] = (ckpt_dir / name).stat().st_size
+        entry["sha256"] = sha256_file(ckpt_dir / name)
+    (ckpt_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _safetensors(header: dict, payload: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + payload
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff" * 8 + b"{}", "truncated"),  # a header length far past the end of the file
+        (struct.pack("<Q", 4) + b"{{{{", "malformed safetensors"),  # a header that is not JSON
+        (
+            _safetensors(
+                {"0.weight": {"dtype": "F32", "shape": [8, 5], "data_offsets": [0, 160]}},
+                b"\0" * 16,
+            ),
+            "malformed safetensors",  # offsets out of range
+        ),
+    ],
+)
+def test_malformed_safetensors_name_the_file(base_run, tmp_path, content, message):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(base_run.run_dir / "checkpoints" / "latest", ckpt)
+    (ckpt / "model.safetensors").write_bytes(content)
+    _rewrite_manifest(ckpt)  # the manifest agrees: the format check itself must catch it
+    with pytest.raises(CheckpointError, match=message) as err:
+        gs.load_model(ckpt)
+    assert "model.safetensors" in str(err.value)
+
+
+def test_nan_weights_are_refused_naming_the_tensor(base_run, tmp_path):
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(base_run.run_dir / "checkpoints" / "latest", ckpt)
+    tensors = open_checkpoint(ckpt).model_tensors()
+    name = next(iter(tensors))
+    tensors[name][0] = float("nan")
+    save_file(tensors, ckpt / "model.safetensors")
+    _rewrite_manifest(ckpt)
+    with pytest.raises(CheckpointError, match=f"tensor '{name}' holds NaN"):
+        gs.load_model(ckpt)
+
+
+def test_load_model_rebuilds_from_saved_args_and_paths_resolve(base_run):
+    run = base_run.run_dir
+    for path in (
+        run,
+        run / "checkpoints",
+        run / "checkpoints" / "best",
+        run / "checkpoints" / "latest",
+    ):
+        model = gs.load_model(path)
+        assert isinstance(model, nn.Module) and not model.training
+    latest = gs.load_model(run / "checkpoints" / "latest")
+    want = base_run.model.state_dict()
+    assert all(torch.equal(want[k], v) for k, v in latest.state_dict().items())
+
+
+def test_keep_prunes_old_checkpoints_but_never_the_best(tmp_path):
+    # lr far too large: validation gets worse after the first epochs, so best is an early one
+    settings = {**SETTINGS, "lr": 5.0, "epochs": 6, "checkpoint_keep": 2}
+    result = gs.Trainer(run_dir=str(tmp_path), **settings).fit()
+    folder = result.run_dir / "checkpoints"
+    names = [p.name for _, p in step_dirs(folder)]
+    best = (folder / "best").resolve().name
+    assert best in names
+    assert names[-2:] == ["step-000030", "step-000036"]
+    assert len(names) == (2 if best in names[-2:] else 3)
+    scored = {h["step"]: h["val_loss"] for h in result.history}
+    assert int(best.split("-")[1]) == min(scored, key=scored.get)
+    assert result.summary["best"]["checkpoint"].endswith(best)
+    assert result.summary["checkpoints"] == names
+
+
+def test_a_step_checkpoint_is_best_only_where_the_metric_was_measured(tmp_path):
+    # checkpoints every 4 steps, validation at epoch ends (every 6 steps): only the end-of-fit
+    # checkpoint and step 12 (an epoch end that is also a multiple of 4) can be best
+    result = gs.Trainer(
+        run_dir=str(tmp_path), checkpoint_every=4, **{**SETTINGS, "epochs": 2}
+    ).fit()
+    assert result.summary["best"]["step"] in (12,)
+    monitor_steps = {h["step"] for h in result.history}
+    assert result.summary["best"]["step"] in monitor_steps
