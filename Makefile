@@ -28,6 +28,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/checkpoint.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -19,3 +19,25 @@ def test_overhead_benchmark_runs_and_prints_the_ratio():
     assert proc.returncode == 0, proc.stderr
     assert "gradstep / hand-written loop (median of paired epochs):" in proc.stdout
     assert "dataloader:" in proc.stdout
+
+
+def test_checkpoint_benchmark_runs_and_prints_its_figures():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "checkpoint.py"),
+            "--rounds",
+            "1",
+            "--epochs",
+            "4",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mlp10m: 10,000,310 parameters: snapshot" in proc.stdout
+    assert "simplenet:    101,770 parameters" in proc.stdout
+    assert "per-epoch checkpointing costs" in proc.stdout

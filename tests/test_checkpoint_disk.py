@@ -37,15 +37,20 @@ def test_a_failed_save_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path,
     assert __import__("os").strerror(err) in str(exc.value)
     run = next(tmp_path.iterdir())
     folder = run / "checkpoints"
-    assert [p.name for _, p in step_dirs(folder)] == ["step-000004"]
+    names = [p.name for _, p in step_dirs(folder)]
+    # written in the background: the failure stops the run at the next step boundary after it
+    # is seen, so at most the one checkpoint already queued behind it is written too
+    assert names[0] == "step-000004" and "step-000008" not in names and len(names) <= 2
     assert [p.name for p in folder.iterdir() if p.name.startswith(".tmp")] == []
-    assert (folder / "latest").resolve().name == "step-000004"
-    gs.load_model(folder / "latest")  # still loadable
+    assert (folder / "latest").resolve().name == names[-1]
+    for name in names:
+        gs.load_model(folder / name)  # complete and loadable
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stop_reason"] == "checkpoint save failed"
-    assert summary["checkpoints"] == ["step-000004"]
-    assert summary["global_step"] < 20  # stopped (at the next step), not trained to the end
-    assert summary["best"]["checkpoint"] is None or summary["best"]["checkpoint"].endswith("4")
+    assert summary["checkpoints"] == names
+    assert summary["global_step"] < 20  # stopped, not trained to the end
+    best = summary["best"]["checkpoint"]
+    assert best is None or best.rpartition("/")[2] in names
 
 
 def test_on_save_error_continue_warns_and_finishes(tmp_path, monkeypatch, capsys):

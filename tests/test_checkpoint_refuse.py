@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
+import torch
 
 import gradstep as gs
+from gradstep.checkpoint import open_checkpoint
 from gradstep.checkpoint.files import CheckpointError
 from gradstep.cli import main
 
@@ -59,7 +63,17 @@ def test_resume_bad_input_exits_2_with_one_line(tmp_path, capsys):
         assert main(["resume", str(path)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
-    # a run directory whose checkpoints are all gone
-    run = gs.Trainer(run_dir=str(tmp_path), checkpoint_every="never", **SETTINGS).fit().run_dir
-    assert main(["resume", str(run)]) == 2
-    assert "no checkpoint that verifies" in capsys.readouterr().err
+
+
+def test_a_run_without_a_good_checkpoint_starts_again_in_its_directory(tmp_path, capsys):
+    # as if killed before its first checkpoint was durable: no checkpoint, a log
+    first = gs.Trainer(run_dir=str(tmp_path), **SETTINGS).fit()
+    shutil.rmtree(first.run_dir / "checkpoints")
+    assert main(["resume", str(first.run_dir)]) == 0
+    assert "the run starts again from the beginning" in capsys.readouterr().err
+    ckpt = open_checkpoint(first.run_dir / "checkpoints" / "latest")
+    want = first.model.state_dict()
+    got = ckpt.model_tensors()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    lines = (first.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert sum('"kind": "epoch"' in line for line in lines) == 2  # the old log was not kept

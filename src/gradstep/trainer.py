@@ -222,16 +222,19 @@ class Trainer:
         }
         main = dist.is_main_process()
         console = Console(quiet=not main)
-        resumed = None
+        resumed, restarted = None, False
         if resume is not None:
             resumed = self._find_resume(cfg, resume, model_name, data, fingerprint, force)
 
         # Everything the user can get wrong has been checked: from here on we write.
         if resumed is not None:
             ckpt, run_dir, saved = resumed
-            orphan_newer(ckpt, _warner(console))
+            orphan_newer(run_dir / "checkpoints", ckpt.step if ckpt else 0, _warner(console))
             write_atomic(run_dir / "config.toml", to_toml(cfg))
-            truncate_metrics(run_dir / "metrics.jsonl", saved.get("metrics_bytes"))
+            truncate_metrics(run_dir / "metrics.jsonl", saved.get("metrics_bytes", 0))
+            if ckpt is None:
+                resumed = None  # nothing to restore: the run starts again, in its directory
+                restarted = True
         else:
             run_dir = self._create_run_dir(cfg, model_name, data) if main else None
         state = TrainState(
@@ -295,9 +298,12 @@ class Trainer:
         )
         self.model, self.normalizer, self.device = model, data.normalizer, device
         self._loss_fn, self._task = loss_fn, task
-        resumed_from = None
+        resumed_from: dict[str, Any] | None = None
+        if restarted:
+            resumed_from = {"checkpoint": None, "step": 0}
         if resumed is not None:
             ckpt, _, saved = resumed
+            assert ckpt is not None
             restore(
                 ckpt,
                 saved,
@@ -352,7 +358,7 @@ class Trainer:
         data: PreparedData,
         fingerprint: dict[str, Any],
         force: bool,
-    ) -> tuple[Checkpoint, Path, dict[str, Any]]:
+    ) -> tuple[Checkpoint | None, Path, dict[str, Any]]:
         if str(resume) == "latest":
             name = cfg.run.name or self._default_run_name(cfg, model_name)
             target = Path(cfg.run.dir) / name
@@ -361,6 +367,13 @@ class Trainer:
         else:
             target = Path(resume)
         ckpt, run_dir = find_resume_checkpoint(target, _warner(Console()))
+        cfg.run.name = run_dir.name
+        if ckpt is None:
+            _warner(Console())(
+                f"{run_dir}: no checkpoint that verifies (killed before its first was written?); "
+                "the run starts again from the beginning, in the same directory"
+            )
+            return None, run_dir, {"metrics_bytes": 0}
         saved = ckpt.state()
         differences = describe_differences(saved.get("fingerprint", {}), fingerprint)
         if differences and not force:
@@ -368,7 +381,6 @@ class Trainer:
                 f"{ckpt.path}: written by a different run ({'; '.join(differences)}); resume with "
                 "the same settings, or force it (--force, or fit(..., force=True))"
             )
-        cfg.run.name = run_dir.name
         return ckpt, run_dir, saved
 
     def _announce_resume(self, console: Console, state: TrainState, ckpt: Checkpoint) -> None:

@@ -72,7 +72,8 @@ class Checkpointer(Callback):
         self.measured: dict[str, int] = {}  # "val" / "train" -> step of the latest measurement
         self.last_saved_step: int | None = None
         self.failures: list[str] = []
-        self._claim: tuple[float | None, int | None, str | None] | None = None
+        # best as it was before each queued best job claimed it, to restore if its write fails
+        self._claims: dict[str, tuple[float | None, int | None, str | None]] = {}
 
     # --- the monitored value --------------------------------------------------------------
 
@@ -98,7 +99,7 @@ class Checkpointer(Callback):
         self.measured["val"] = state.global_step
 
     def on_step_end(self, state: TrainState) -> None:
-        self._collect(self.writer.poll(), state)
+        self._collect(self.writer.poll(), state)  # cheap: no waiting
         if isinstance(self.every, int) and state.global_step % self.every == 0:
             if not state.should_stop:  # a stopping run is saved once, at fit end
                 self.save(state)
@@ -115,43 +116,45 @@ class Checkpointer(Callback):
 
     def on_exception(self, state: TrainState, exc: BaseException) -> None:
         try:
-            outcome = self.writer.close()  # let a checkpoint being written finish
+            outcomes = self.writer.close()  # let the checkpoints being written finish
         except BaseException:  # never hide the exception that brought us here
             return
-        if outcome is not None and outcome.error is not None:
-            self.warn(str(outcome.error))
+        for outcome in outcomes:
+            if outcome.error is not None:
+                self.warn(str(outcome.error))
 
     # --- saving ---------------------------------------------------------------------------
 
     def save(self, state: TrainState) -> None:
-        """Snapshot the state now and write it in the background (after the previous write has
-        finished: a failed one is dealt with first, and a stopping run writes nothing more)."""
-        self._collect(self.writer.wait(), state)
+        """Snapshot the state now; it is written in the background (see
+        :class:`~gradstep.checkpoint.writer.CheckpointWriter`). A failed earlier write is dealt
+        with first, and a run stopping for one writes nothing more."""
+        self._collect(self.writer.wait(self.writer.max_pending - 1), state)
         if state.stop_reason == STOP_REASON:
             return
         value = self._value(state)
         name = step_dir_name(state.global_step)
         best = self._improves(value)
-        self._claim = None
         if best:
-            self._claim = (self.best_value, self.best_step, self.best_name)
+            self._claims[name] = (self.best_value, self.best_step, self.best_name)
             self.best_value, self.best_step, self.best_name = value, state.global_step, name
         self.last_saved_step = state.global_step
-        job = self.snapshot(state, Job(name=name, tensors={}, json={}, best=best))
-        self.writer.submit(job)
+        job = self.snapshot(state, Job(name=name, best=best))
+        self._collect(self.writer.submit(job), state)
 
-    def _collect(self, outcome: Outcome | None, state: TrainState, at_end: bool = False) -> None:
-        if outcome is None or outcome.error is None:
-            return
-        if outcome.job.best and self._claim is not None:  # that best was never written
-            self.best_value, self.best_step, self.best_name = self._claim
-        self._claim = None
-        message = str(outcome.error)
-        self.failures.append(message)
-        if self.on_save_error == "continue":
-            self.warn(message + ("" if at_end else "; training continues"))
-        elif not at_end:  # the trainer reports the failure once the run has stopped
-            state.stop(STOP_REASON)
+    def _collect(self, outcomes: list[Outcome], state: TrainState, at_end: bool = False) -> None:
+        for outcome in outcomes:
+            claim = self._claims.pop(outcome.job.name, None)
+            if outcome.error is None:
+                continue
+            if claim is not None and self.best_name == outcome.job.name:
+                self.best_value, self.best_step, self.best_name = claim  # never written
+            message = str(outcome.error)
+            self.failures.append(message)
+            if self.on_save_error == "continue":
+                self.warn(message + ("" if at_end else "; training continues"))
+            elif not at_end:  # the trainer reports the failure once the run has stopped
+                state.stop(STOP_REASON)
 
     def state_dict(self) -> dict[str, Any]:
         return {

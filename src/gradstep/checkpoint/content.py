@@ -1,6 +1,7 @@
 """What goes into a checkpoint, and back out: tensors to safetensors, everything else to JSON.
 
-* the model's ``state_dict`` (parameters and buffers) → ``model.safetensors``;
+* the model's ``state_dict`` (parameters and buffers) → ``model.safetensors``
+  (:func:`gradstep.checkpoint.files.tensors_to_bytes`);
 * the optimizer's per-parameter tensors (momentum buffers, Adam moments, ``step``) →
   ``optimizer.safetensors`` as ``"<param index>.<name>"``; its ``param_groups`` and any
   non-tensor state → JSON;
@@ -19,20 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-
-def snapshot_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU copies, taken at a step boundary, that later training cannot change."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
-
-
-def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return snapshot_tensors(model.state_dict())
 
 
 def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(tensors, json_part)`` of ``opt.state_dict()``."""
+    """``(tensors, json_part)`` of ``opt.state_dict()``; the tensors are the live ones, so
+    serialise them before the next step."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -47,7 +39,7 @@ def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor]
         for g in sd["param_groups"]
     ]
     meta = {"class": type(opt).__name__, "param_groups": groups, "scalars": scalars}
-    return snapshot_tensors(tensors), meta
+    return tensors, meta
 
 
 def load_optimizer_state(
@@ -80,13 +72,22 @@ def _unb64(s: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
 
 
+def _words(values: Any) -> str:
+    return base64.b64encode(np.asarray(values, dtype="<u4").tobytes()).decode()
+
+
+def _unwords(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<u4").astype(np.uint32)
+
+
 def rng_state() -> dict[str, Any]:
-    """Every global generator's state, as JSON-able values."""
+    """Every global generator's state, as JSON-able values (the Mersenne Twister keys as
+    base64 of their little-endian 32-bit words: cheaper to write than 624 numbers)."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
     out: dict[str, Any] = {
-        "python": [version, list(mt), gauss],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "python": [version, _words(mt), gauss],
+        "numpy": [kind, _words(keys), int(pos), int(has_gauss), float(cached)],
         "torch": _b64(torch.get_rng_state()),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -97,9 +98,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Put back what :func:`rng_state` saved."""
     version, mt, gauss = state["python"]
-    random.setstate((version, tuple(mt), gauss))
+    random.setstate((version, tuple(_unwords(mt).tolist()), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, _unwords(keys), pos, has_gauss, cached))
     torch.set_rng_state(_unb64(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
         states = [_unb64(s) for s in state["cuda"]]

@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from gradstep.checkpoint.content import model_state
 from gradstep.checkpoint.files import (
     CheckpointError,
     json_bytes,
@@ -104,7 +103,7 @@ def convert_legacy(
         "converted_from": str(src.resolve()),
     }
     files = {
-        "model.safetensors": tensors_to_bytes(model_state(model)),
+        "model.safetensors": tensors_to_bytes(model.state_dict()),
         "model.json": json_bytes(info),
     }
     meta = {"step": 0, "created": time.time(), "converted": True}

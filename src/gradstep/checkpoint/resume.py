@@ -61,8 +61,8 @@ def describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
     return out
 
 
-def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint, Path]:
-    """The checkpoint to resume from and its run directory.
+def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint | None, Path]:
+    """The checkpoint to resume from (None: the run has none that verifies) and its run directory.
 
     ``target`` is a run directory (its newest checkpoint that verifies; corrupt or partial ones
     are skipped with a warning) or one checkpoint directory (that one, or an error). Changes
@@ -83,17 +83,16 @@ def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint, Path]:
         found, skipped = newest_good(folder)
         for line in skipped:
             warn(line)
-        if found is None:
-            raise CheckpointError(f"{target}: no checkpoint that verifies in {folder}")
-        ckpt = found
+        return found, run_dir
     return ckpt, run_dir
 
 
-def orphan_newer(ckpt: Checkpoint, warn: Any) -> None:
-    """Rename checkpoints newer than ``ckpt`` to ``step-NNNNNN.orphaned``, so that ``latest`` and
-    pruning never mistake a corrupt one, or one from the abandoned timeline, for this run's."""
-    for step, p in step_dirs(ckpt.path.resolve().parent):
-        if step > ckpt.step:
+def orphan_newer(folder: Path, step: int, warn: Any) -> None:
+    """Rename checkpoints in ``folder`` newer than ``step`` to ``step-NNNNNN.orphaned``, so that
+    ``latest`` and pruning never mistake a corrupt one, or one from an abandoned timeline, for
+    this run's."""
+    for s, p in step_dirs(folder):
+        if s > step:
             os.rename(p, p.with_name(p.name + ".orphaned"))
             warn(f"{p.name} is newer than the checkpoint resumed from; renamed {p.name}.orphaned")
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradstep.checkpoint.content import model_state, optimizer_state, rng_state
-from gradstep.checkpoint.files import json_bytes
+from gradstep.checkpoint.content import optimizer_state, rng_state
+from gradstep.checkpoint.files import json_bytes, tensors_to_bytes
 from gradstep.checkpoint.resume import callback_keys
 from gradstep.checkpoint.writer import Job
 from gradstep.errors import UserError
@@ -91,6 +91,9 @@ class RunSnapshot:
     metrics_path: Path | None
     callbacks: list[Any] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._info_bytes = json_bytes(self.info, indent=1)  # fixed for the run: encoded once
+
     def __call__(self, state: TrainState, job: Job) -> Job:
         opt_tensors, opt_meta = optimizer_state(self.optimizer)
         callbacks = {}
@@ -123,10 +126,14 @@ class RunSnapshot:
             "config": self.config,
             "base_dir": str(self.base_dir) if self.base_dir is not None else None,
         }
-        job.tensors = {
-            "model.safetensors": model_state(self.model),
-            "optimizer.safetensors": opt_tensors,
+        # serialised here, on the training thread: safetensors' bytes are the snapshot (one
+        # copy), and the writer thread then runs no torch op at all (one that did would start a
+        # second OpenMP team competing with training for the cores)
+        job.files = {
+            "model.safetensors": tensors_to_bytes(self.model.state_dict()),
+            "optimizer.safetensors": tensors_to_bytes(opt_tensors),
+            "model.json": self._info_bytes,
+            "state.json": json_bytes(saved),
         }
-        job.json = {"model.json": json_bytes(self.info), "state.json": json_bytes(saved)}
         job.meta = {"step": state.global_step, "epoch": state.epoch, "created": time.time()}
         return job
