@@ -14,7 +14,7 @@
    shared machine's slow drifts cancel (whole runs compared seconds apart vary by +-20 % here).
    Target: <= 2 %.
 
-    python bench/checkpoint.py [--rounds 3] [--epochs 20]
+    python bench/checkpoint.py [--rounds 5] [--epochs 30]
 """
 
 from __future__ import annotations
@@ -154,8 +154,8 @@ def mnist_share(rounds: int, epochs: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if args.epochs < 4:

@@ -28,20 +28,9 @@ from torch import nn
 
 from gradstep import dist, preflight
 from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
-from gradstep.callbacks.checkpoint import Checkpointer
-from gradstep.checkpoint.content import set_rng_state
 from gradstep.checkpoint.files import CheckpointError, SaveError
-from gradstep.checkpoint.load import Checkpoint
-from gradstep.checkpoint.resume import (
-    data_fingerprint,
-    describe_differences,
-    find_resume_checkpoint,
-    orphan_newer,
-    relink,
-    restore,
-    truncate_metrics,
-)
-from gradstep.checkpoint.snapshot import RunSnapshot, model_info
+from gradstep.checkpoint.resume import ResumePlan
+from gradstep.checkpoint.setup import checkpoint_monitor, make_checkpointer, run_fingerprint
 from gradstep.config import Config, config_from_flat, load_config, to_toml
 from gradstep.data import Normalizer, PreparedData, fix_targets, make_batches, prepare_data
 from gradstep.data.convert import to_data
@@ -96,31 +85,6 @@ def pick_device(name: str) -> torch.device:
     if name == "mps" and not mps_ok:
         raise UserError("[run] device = 'mps': MPS is not available on this machine")
     return torch.device(name)
-
-
-def checkpoint_monitor(cfg: Config, task: str, has_val: bool) -> tuple[str, str]:
-    """``[checkpoint] monitor`` and ``mode``, resolved and checked against what the run logs."""
-    metric = "mae" if task == "regression" else "acc"
-    prefixes = ("train", "val") if has_val else ("train",)
-    known = [f"{p}_{m}" for p in prefixes for m in ("loss", metric)]
-    monitor = cfg.checkpoint.monitor or ("val_loss" if has_val else "train_loss")
-    if monitor not in known:
-        from gradstep.errors import did_you_mean
-
-        hint = "" if has_val or not monitor.startswith("val_") else " (this run has no validation)"
-        raise UserError(
-            f"[checkpoint] monitor = {monitor!r}: not a metric this run logs{hint}"
-            f"{did_you_mean(monitor, known)}; it logs {', '.join(known)}"
-        )
-    mode = cfg.checkpoint.mode
-    if mode == "auto":
-        mode = "max" if monitor.endswith("_acc") else "min"
-    return monitor, mode
-
-
-def sample_shape(data: Any) -> tuple[int, ...]:
-    x, _ = preflight.probe(data)
-    return tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else ()
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -206,35 +170,28 @@ class Trainer:
         train_b, val_b, outputs = self._batches(cfg, data, model, model_name, task, device)
         optimizer = build_optimizer(cfg.optim, model.parameters())
         loss_fn = build_loss(cfg.train.loss, cfg.train.label_smoothing)
-        monitor, mode = checkpoint_monitor(cfg, task, val_b is not None)
+        monitor = checkpoint_monitor(cfg, task, val_b is not None)
         if train is not None:
             cfg.data.source = "(python)"
-        fingerprint = {
-            "model": cfg.model.name,
-            "model_args": cfg.model.args,
-            "batch_size": train_b.batch_size,
-            "accumulate": cfg.train.accumulate,
-            "drop_last": cfg.train.drop_last,
-            "shuffle": cfg.train.shuffle,
-            "seed": cfg.run.seed,
-            "world_size": dist.world_size(),
-            "data": data_fingerprint(data.train),
-        }
+        fingerprint = run_fingerprint(cfg, train_b.batch_size, data.train)
         main = dist.is_main_process()
         console = Console(quiet=not main)
-        resumed, restarted = None, False
+        warn = _warner(console)
+        plan = None
         if resume is not None:
-            resumed = self._find_resume(cfg, resume, model_name, data, fingerprint, force)
+            target = Path(resume)
+            if str(resume) == "latest":
+                target = Path(cfg.run.dir) / (
+                    cfg.run.name or self._default_run_name(cfg, model_name)
+                )
+                if not target.is_dir():
+                    raise CheckpointError(f"resume='latest': no run directory {target}")
+            plan = ResumePlan.find(target, fingerprint, force, warn)
+            cfg.run.name = plan.run_dir.name
 
         # Everything the user can get wrong has been checked: from here on we write.
-        if resumed is not None:
-            ckpt, run_dir, saved = resumed
-            orphan_newer(run_dir / "checkpoints", ckpt.step if ckpt else 0, _warner(console))
-            write_atomic(run_dir / "config.toml", to_toml(cfg))
-            truncate_metrics(run_dir / "metrics.jsonl", saved.get("metrics_bytes", 0))
-            if ckpt is None:
-                resumed = None  # nothing to restore: the run starts again, in its directory
-                restarted = True
+        if plan is not None:
+            run_dir: Path | None = plan.prepare(to_toml(cfg), warn)
         else:
             run_dir = self._create_run_dir(cfg, model_name, data) if main else None
         state = TrainState(
@@ -243,10 +200,9 @@ class Trainer:
             accumulate=cfg.train.accumulate,
             max_steps=cfg.train.max_steps,
         )
-        metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
         sinks: list[Sink] = [ConsoleSink(console)]
-        if metrics_path is not None:
-            sinks.append(JsonlSink(metrics_path))
+        if run_dir is not None:
+            sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
         callbacks: list[Callback] = [MetricsLogger(sinks, cfg.train.log_every)]
         show_bar = cfg.train.progress is True or (
             cfg.train.progress == "auto" and console.is_terminal
@@ -255,36 +211,23 @@ class Trainer:
             callbacks.append(ProgressBar(console))
         checkpointer = None
         if run_dir is not None and cfg.checkpoint.every != "never":
-            info = model_info(
-                name=cfg.model.name,
-                args=cfg.model.args,
-                base_dir=self.base_dir,
+            checkpointer = make_checkpointer(
+                cfg,
+                run_dir,
+                model=model,
+                optimizer=optimizer,
+                data=data,
                 task=task,
-                loss=cfg.train.loss,
-                sample_shape=sample_shape(data.train),
                 outputs=outputs,
-                normalizer=data.normalizer,
-                source=cfg.data.source,
-                target=cfg.data.target,
-            )
-            snapshot = RunSnapshot(
-                model, optimizer, info, fingerprint, cfg.model_dump(), self.base_dir, metrics_path
-            )
-            checkpointer = Checkpointer(
-                run_dir / "checkpoints",
-                every=cfg.checkpoint.every,
-                keep=cfg.checkpoint.keep,
+                fingerprint=fingerprint,
+                base_dir=self.base_dir,
                 monitor=monitor,
-                mode=mode,
-                on_save_error=cfg.checkpoint.on_save_error,
-                snapshot=snapshot,
-                warn=_warner(console),
+                warn=warn,
             )
             callbacks.append(checkpointer)
         callbacks += self.callbacks
         if checkpointer is not None:
-            snapshot.callbacks = [cb for cb in callbacks if cb is not checkpointer]
-            snapshot.callbacks.append(checkpointer)
+            checkpointer.snapshot.callbacks = callbacks  # type: ignore[attr-defined]
         self._announce(console, cfg, model, model_name, data, train_b, val_b, device, run_dir)
         parts = LoopParts(
             model=model,
@@ -298,15 +241,11 @@ class Trainer:
         )
         self.model, self.normalizer, self.device = model, data.normalizer, device
         self._loss_fn, self._task = loss_fn, task
-        resumed_from: dict[str, Any] | None = None
-        if restarted:
-            resumed_from = {"checkpoint": None, "step": 0}
-        if resumed is not None:
-            ckpt, _, saved = resumed
-            assert ckpt is not None
-            restore(
-                ckpt,
-                saved,
+        resumed_from = None
+        if plan is not None:
+            resumed_from = plan.restore(
+                checkpointer=checkpointer,
+                say=lambda text: console.print(text, markup=False, highlight=False),
                 model=model,
                 optimizer=optimizer,
                 state=state,
@@ -314,13 +253,9 @@ class Trainer:
                 device=device,
                 new_meter=lambda: Meter(task),
             )
-            if checkpointer is not None:
-                relink(ckpt, checkpointer.best_name)
-            resumed_from = {"checkpoint": str(ckpt.path.resolve()), "step": ckpt.step}
-            self._announce_resume(console, state, ckpt)
         start_steps, start_samples = state.global_step, state.samples_seen
-        if resumed is not None:
-            set_rng_state(resumed[2]["rng"])  # last: nothing may draw between this and the loop
+        if plan is not None:
+            plan.reseed()  # last: nothing may draw from an RNG between this and the loop
         train_started = time.perf_counter()
         try:
             fit_loop(parts, state)
@@ -349,65 +284,6 @@ class Trainer:
             if cfg.checkpoint.on_save_error == "stop":
                 raise SaveError(checkpointer.failures[-1] + "; the run stopped")
         return FitResult(model, state.history, summary, run_dir, cfg)
-
-    def _find_resume(
-        self,
-        cfg: Config,
-        resume: str | Path,
-        model_name: str,
-        data: PreparedData,
-        fingerprint: dict[str, Any],
-        force: bool,
-    ) -> tuple[Checkpoint | None, Path, dict[str, Any]]:
-        if str(resume) == "latest":
-            name = cfg.run.name or self._default_run_name(cfg, model_name)
-            target = Path(cfg.run.dir) / name
-            if not target.is_dir():
-                raise CheckpointError(f"resume='latest': no run directory {target}")
-        else:
-            target = Path(resume)
-        ckpt, run_dir = find_resume_checkpoint(target, _warner(Console()))
-        cfg.run.name = run_dir.name
-        if ckpt is None:
-            _warner(Console())(
-                f"{run_dir}: no checkpoint that verifies (killed before its first was written?); "
-                "the run starts again from the beginning, in the same directory"
-            )
-            return None, run_dir, {"metrics_bytes": 0}
-        saved = ckpt.state()
-        differences = describe_differences(saved.get("fingerprint", {}), fingerprint)
-        if differences and not force:
-            raise CheckpointError(
-                f"{ckpt.path}: written by a different run ({'; '.join(differences)}); resume with "
-                "the same settings, or force it (--force, or fit(..., force=True))"
-            )
-        return ckpt, run_dir, saved
-
-    def _announce_resume(self, console: Console, state: TrainState, ckpt: Checkpoint) -> None:
-        where = (
-            f"epoch {state.epoch}, after batch {state.batch}/{state.batches_per_epoch}"
-            if state.in_epoch
-            else f"the end of epoch {state.epoch}"
-        )
-        console.print(
-            f"  resumed from {ckpt.path.name} (step {state.global_step}, {where})",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-        if state.stop_reason == "max_steps" and (
-            state.max_steps is None or state.global_step < state.max_steps
-        ):
-            state.should_stop, state.stop_reason = False, None  # max_steps was raised
-        done = state.should_stop or (not state.in_epoch and state.epoch >= state.epochs)
-        if done:
-            console.print(
-                f"  the run had already finished ({state.stop_reason or 'completed'}); "
-                "raise [train] epochs or max_steps to train further",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
 
     def _model(
         self, cfg: Config, model: nn.Module | str | None, data: PreparedData, task: str

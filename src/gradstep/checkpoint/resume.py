@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,78 @@ def callback_keys(callbacks: list[Any]) -> dict[str, Any]:
             key, i = f"{base}#{i}", i + 1
         keys[key] = cb
     return keys
+
+
+@dataclass
+class ResumePlan:
+    """A resume, decided before anything is written: the checkpoint (None: the run has none
+    that verifies and starts again) and the run directory it belongs to.
+
+    The trainer calls :meth:`prepare` once it starts writing, :meth:`restore` once the run is
+    built, and :meth:`reseed` last, right before the loop.
+    """
+
+    ckpt: Checkpoint | None
+    run_dir: Path
+    saved: dict[str, Any]
+
+    @classmethod
+    def find(cls, target: Path, fingerprint: dict[str, Any], force: bool, warn: Any) -> ResumePlan:
+        ckpt, run_dir = find_resume_checkpoint(target, warn)
+        if ckpt is None:
+            warn(
+                f"{run_dir}: no checkpoint that verifies (killed before its first was written?); "
+                "the run starts again from the beginning, in the same directory"
+            )
+            return cls(None, run_dir, {"metrics_bytes": 0})
+        saved = ckpt.state()
+        differences = describe_differences(saved.get("fingerprint", {}), fingerprint)
+        if differences and not force:
+            raise CheckpointError(
+                f"{ckpt.path}: written by a different run ({'; '.join(differences)}); resume with "
+                "the same settings, or force it (--force, or fit(..., force=True))"
+            )
+        return cls(ckpt, run_dir, saved)
+
+    def prepare(self, config_toml: str, warn: Any) -> Path:
+        """Set the run directory up for the continued run; return it."""
+        from gradstep.rundir import write_atomic
+
+        step = self.ckpt.step if self.ckpt is not None else 0
+        orphan_newer(self.run_dir / "checkpoints", step, warn)
+        write_atomic(self.run_dir / "config.toml", config_toml)
+        truncate_metrics(self.run_dir / "metrics.jsonl", self.saved.get("metrics_bytes", 0))
+        return self.run_dir
+
+    def restore(self, *, checkpointer: Any, say: Any, **parts: Any) -> dict[str, Any]:
+        """Restore the training state into the built run (see :func:`restore`); return the
+        ``resumed_from`` record for ``summary.json``."""
+        if self.ckpt is None:
+            return {"checkpoint": None, "step": 0}
+        restore(self.ckpt, self.saved, callbacks=parts.pop("callbacks"), **parts)
+        if checkpointer is not None:
+            relink(self.ckpt, checkpointer.best_name)
+        state = parts["state"]
+        where = (
+            f"epoch {state.epoch}, after batch {state.batch}/{state.batches_per_epoch}"
+            if state.in_epoch
+            else f"the end of epoch {state.epoch}"
+        )
+        say(f"  resumed from {self.ckpt.path.name} (step {state.global_step}, {where})")
+        if state.stop_reason == "max_steps" and (
+            state.max_steps is None or state.global_step < state.max_steps
+        ):
+            state.should_stop, state.stop_reason = False, None  # max_steps was raised
+        if state.should_stop or (not state.in_epoch and state.epoch >= state.epochs):
+            say(
+                f"  the run had already finished ({state.stop_reason or 'completed'}); "
+                "raise [train] epochs or max_steps to train further"
+            )
+        return {"checkpoint": str(self.ckpt.path.resolve()), "step": self.ckpt.step}
+
+    def reseed(self) -> None:
+        """Every RNG as the checkpoint left it: last, so nothing draws before the loop."""
+        if self.ckpt is not None:
+            from gradstep.checkpoint.content import set_rng_state
+
+            set_rng_state(self.saved["rng"])

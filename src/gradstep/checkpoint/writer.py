@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import sys
 import threading
@@ -74,9 +75,7 @@ def _lower_priority() -> None:
 
 def point(directory: Path, link: str, target: str) -> None:
     """Atomically make ``directory/link`` a relative symlink to ``target``."""
-    tmp = directory / f".{link}.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
+    tmp = directory / f".{link}.{secrets.token_hex(4)}.tmp"
     os.symlink(target, tmp)
     os.replace(tmp, directory / link)
 
@@ -104,7 +103,11 @@ class CheckpointWriter:
         self.directory = directory
         self.keep = keep
         self.max_pending = max_pending
-        self._pool = ThreadPoolExecutor(1, "gradstep-ckpt") if background else None
+        self._pool = (
+            ThreadPoolExecutor(1, "gradstep-ckpt", initializer=_lower_priority)
+            if background
+            else None
+        )
         self._pending: deque[Future[Outcome]] = deque()
         self._done: list[Outcome] = []
         self.written: list[Path] = []

@@ -1,0 +1,81 @@
+"""The background writer: in order, bounded, niced, and honest about failures."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+from gradstep.checkpoint import files
+from gradstep.checkpoint.writer import CheckpointWriter, Job, step_dirs
+
+
+def job(step: int, best: bool = False) -> Job:
+    return Job(name=f"step-{step:06d}", files={"a.bin": bytes([step % 256]) * 10}, best=best)
+
+
+def test_writes_in_order_keeps_the_newest_and_the_best(tmp_path):
+    writer = CheckpointWriter(tmp_path, keep=2)
+    outcomes = []
+    for step in range(1, 6):
+        outcomes += writer.submit(job(step, best=step == 2))
+    outcomes += writer.close()
+    assert [o.job.name for o in outcomes] == [f"step-{s:06d}" for s in range(1, 6)]
+    assert all(o.error is None for o in outcomes)
+    assert [p.name for _, p in step_dirs(tmp_path)] == ["step-000002", "step-000004", "step-000005"]
+    assert os.readlink(tmp_path / "latest") == "step-000005"
+    assert os.readlink(tmp_path / "best") == "step-000002"
+    files.verify(tmp_path / "latest")
+
+
+def test_submit_blocks_beyond_max_pending(tmp_path, monkeypatch):
+    gate = threading.Event()
+    real = CheckpointWriter._write
+
+    def slow(self, j):
+        gate.wait(5)
+        return real(self, j)
+
+    monkeypatch.setattr(CheckpointWriter, "_write", slow)
+    writer = CheckpointWriter(tmp_path, keep=5, max_pending=2)
+    writer.submit(job(1))
+    writer.submit(job(2))
+    assert len(writer._pending) == 2 and writer.poll() == []  # nothing finished, nothing lost
+    blocked = threading.Thread(target=writer.submit, args=(job(3),))
+    blocked.start()
+    blocked.join(0.2)
+    assert blocked.is_alive()  # a third snapshot waits for the writer
+    gate.set()
+    blocked.join(5)
+    assert not blocked.is_alive()
+    writer.close()
+    assert len(step_dirs(tmp_path)) == 3
+
+
+def test_a_failed_write_is_reported_and_never_linked(tmp_path, monkeypatch):
+    def fail(final, data, meta):
+        raise files.SaveError(f"cannot save checkpoint {final}: No space left on device")
+
+    writer = CheckpointWriter(tmp_path, keep=3)
+    writer.submit(job(1))
+    writer.wait()
+    monkeypatch.setattr("gradstep.checkpoint.writer.write_checkpoint_dir", fail)
+    writer.submit(job(2, best=True))
+    outcomes = writer.close()
+    assert outcomes[0].error is not None and "step-000002" in str(outcomes[0].error)
+    assert os.readlink(tmp_path / "latest") == "step-000001"
+    assert not (tmp_path / "best").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_the_writer_thread_runs_at_the_lowest_priority(tmp_path):
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    writer = CheckpointWriter(tmp_path, keep=1)
+    prio = writer._pool.submit(
+        lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    ).result()
+    writer.close()
+    assert prio == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # trainer's kept
