@@ -38,7 +38,7 @@ def test_a_failed_save_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path,
     run = next(tmp_path.iterdir())
     folder = run / "checkpoints"
     names = [p.name for _, p in step_dirs(folder)]
-    # written in the background: the failure stops the run at the next step boundary after it
+    # written in the background: the failure stops the run at the next save or epoch end after it
     # is seen, so at most the one checkpoint already queued behind it is written too
     assert names[0] == "step-000004" and "step-000008" not in names and len(names) <= 2
     assert [p.name for p in folder.iterdir() if p.name.startswith(".tmp")] == []

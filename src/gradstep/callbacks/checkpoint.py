@@ -12,10 +12,10 @@ the weights that scored the value (Keras' ``ModelCheckpoint(save_best_only)`` an
 ``ModelCheckpoint(monitor)`` mean the same; they can attach a stale value to a step checkpoint).
 
 A save that fails (disk full, permission denied) is recorded in :attr:`Checkpointer.failures`
-naming the path; the previous checkpoints stay; ``on_save_error = "stop"`` ends the run at the
-next step boundary (``stop_reason = "checkpoint save failed"``; the trainer then raises
-:class:`~gradstep.checkpoint.files.SaveError`), ``"continue"`` warns and goes on. Nothing claims a
-checkpoint that was not completely written.
+naming the path; the previous checkpoints stay. ``on_save_error = "stop"`` ends the run at the
+next checkpoint or epoch end after the failure is seen (``stop_reason = "checkpoint save
+failed"``; the trainer then raises :class:`~gradstep.checkpoint.files.SaveError`);
+``"continue"`` warns and goes on. Nothing claims a checkpoint that was not completely written.
 
 Args:
     directory: the run's ``checkpoints`` folder.
@@ -61,6 +61,7 @@ class Checkpointer(Callback):
     ) -> None:
         self.directory = directory
         self.every, self.monitor, self.mode = every, monitor, mode
+        self._every_steps = every if isinstance(every, int) else 0
         self.on_save_error = on_save_error
         self.snapshot = snapshot
         self.writer = CheckpointWriter(directory, keep, background=background)
@@ -99,12 +100,14 @@ class Checkpointer(Callback):
         self.measured["val"] = state.global_step
 
     def on_step_end(self, state: TrainState) -> None:
-        self._collect(self.writer.poll(), state)  # cheap: no waiting
-        if isinstance(self.every, int) and state.global_step % self.every == 0:
+        # the per-step cost is this one test; finished writes are collected at each save and
+        # epoch end (a failed one stops the run at the next of those)
+        if self._every_steps and state.global_step % self._every_steps == 0:
             if not state.should_stop:  # a stopping run is saved once, at fit end
                 self.save(state)
 
     def on_epoch_end(self, state: TrainState) -> None:
+        self._collect(self.writer.poll(), state)  # cheap: no waiting
         self.measured["train"] = state.global_step
         if self.every == "epoch" and not state.should_stop and state.epoch < state.epochs:
             self.save(state)

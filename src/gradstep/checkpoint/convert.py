@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,9 @@ def convert_legacy(
     if dest.is_file() or (dest.is_dir() and any(dest.iterdir())):
         raise UserError(f"--out {dest}: already exists and is not empty")
     try:
-        obj = torch.load(src, map_location="cpu", weights_only=True)  # never full unpickling
+        with warnings.catch_warnings():  # torch's note on pickle protocols says nothing useful
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(src, map_location="cpu", weights_only=True)  # never full unpickling
     except Exception as err:  # UnpicklingError, RuntimeError, ...: all mean "refused"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
