@@ -108,6 +108,9 @@ def test_predict_and_eval_bad_input_is_one_line_exit_2(digits_run, tmp_path, cap
     latest = str(result.run_dir / "checkpoints" / "latest")
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     (tmp_path / "x.txt").write_text("hello")
+    np.savez(tmp_path / "empty.npz", X=np.zeros((0, 1, 8, 8), dtype=np.float32))
+    x3 = np.zeros((3, 1, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "badlabels.npz", X=x3, y=np.array([1, 2, 99]))
     cases = [
         (["predict", latest, str(tmp_path / "missing.csv"), "--out", "p.csv"], "not found"),
         (["predict", latest, str(tmp_path / "bad.csv"), "--out", str(tmp_path / "p.csv")], "shape"),
@@ -115,9 +118,15 @@ def test_predict_and_eval_bad_input_is_one_line_exit_2(digits_run, tmp_path, cap
         (["predict", latest, str(tmp_path / "bad.csv"), "--out", "/no/such/dir/p.csv"], "folder"),
         (["eval", latest, "--data", str(tmp_path / "bad.csv")], "labels"),
         (["eval", str(tmp_path)], "not a gradstep checkpoint"),
+        (["predict", latest, str(tmp_path / "empty.npz"), "--out", "p.csv"], "no samples"),
+        (["eval", latest, "--data", str(tmp_path / "badlabels.npz")], "label 99 is outside"),
     ]
     for args, message in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (args, err)
     assert not (tmp_path / "p.csv").exists()
+    for args in (["predict", latest, "x.csv", "--out", "p.csv", "--batch-size", "0"],):
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+        assert exc.value.code == 2

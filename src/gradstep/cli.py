@@ -65,14 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="loss and metrics of a checkpoint on a dataset")
     ev.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
     ev.add_argument("--data", help="csv / npz / IDX file with labels (default: the run's val data)")
-    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--batch-size", type=_positive, default=256)
     ev.add_argument("--device", default="cpu")
 
     pr = sub.add_parser("predict", help="batch inference (eval mode, no gradients) to a CSV file")
     pr.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
     pr.add_argument("input", help="csv / npz / npy / IDX file, or an MNIST folder")
     pr.add_argument("--out", required=True, help="the CSV file to write (atomically)")
-    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--batch-size", type=_positive, default=256)
     pr.add_argument("--device", default="cpu")
 
     ex = sub.add_parser("export", help="a model file that runs with plain PyTorch")
@@ -104,6 +104,16 @@ def _add_set(p: argparse.ArgumentParser) -> None:
         help="override a config key, e.g. --set train.batch_size=full "
         "--set model.args.hidden=[64,32]",
     )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return value
 
 
 def _shape(text: str) -> tuple[int, ...]:

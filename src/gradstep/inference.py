@@ -102,8 +102,19 @@ def read_input(path: str | Path, target: str = "target") -> tuple[torch.Tensor, 
     return torch.as_tensor(np.ascontiguousarray(x_np)), y
 
 
+def _device(name: str) -> str:
+    from gradstep.trainer import pick_device
+
+    try:  # a missing cuda / mps is a clear error, not a traceback
+        return str(pick_device(name))
+    except UserError as err:
+        raise UserError(str(err).replace("[run] device", "--device")) from None
+
+
 def prepare_input(x: torch.Tensor, info: dict[str, Any], what: str = "input") -> torch.Tensor:
     """Scale integer pixels, reshape to the training sample shape, normalise as training did."""
+    if len(x) == 0 or x.ndim == 0:
+        raise UserError(f"{what}: no samples")
     spec = info.get("input", {})
     if x.dtype == torch.uint8:
         x = x.float() / float(spec.get("uint8_divisor", 255))
@@ -188,6 +199,7 @@ def predict_file(
     out = Path(out_path)
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    device = _device(device)
     ckpt, model = load_for_inference(checkpoint, device)
     info = ckpt.model_info
     x, _ = read_input(input_path, info.get("input", {}).get("target", "target"))
@@ -214,6 +226,7 @@ def evaluate_checkpoint(
     from gradstep.loop import evaluate_batches
     from gradstep.losses import build_loss
 
+    device = _device(device)
     ckpt, model = load_for_inference(checkpoint, device)
     info = ckpt.model_info
     task = info.get("task", "multiclass")
@@ -224,7 +237,15 @@ def evaluate_checkpoint(
         if y is None:
             raise UserError(f"{data}: no labels (a target column, array 'y' or an idx1 file)")
         x = prepare_input(raw_x, info, str(data))
-    y = y.long() if task == "multiclass" else y.float().reshape(len(y), -1)
+    if len(y) != len(x):
+        raise UserError(f"{data}: {len(x)} samples but {len(y)} labels")
+    if task == "multiclass":
+        from gradstep.preflight import check_labels
+
+        y = y.long()
+        check_labels((x, y), int(info.get("outputs") or 2), f"{data or 'validation data'}")
+    else:
+        y = y.float().reshape(len(y), -1)
     loss_fn = build_loss(info.get("loss", "cross_entropy"))
     batches = zip(x.to(device).split(batch_size), y.to(device).split(batch_size), strict=True)
     return evaluate_batches(model, batches, loss_fn, task)
