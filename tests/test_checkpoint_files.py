@@ -97,7 +97,7 @@ def test_a_corrupt_checkpoint_is_rejected_and_resume_uses_the_previous(
     assert resumed.summary["resumed_from"]["step"] == 18
     want, got = base_run.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(want[k], got[k]) for k in want)  # the lost epoch was retrained exactly
-    assert (run / "checkpoints" / "step-000024.orphaned").is_dir()
+    assert len(list((run / "checkpoints").glob("step-000024.orphaned-*"))) == 1
 
 
 def _rewrite_manifest(ckpt_dir):
@@ -191,3 +191,43 @@ def test_a_step_checkpoint_is_best_only_where_the_metric_was_measured(tmp_path):
     assert result.summary["best"]["step"] in (12,)
     monitor_steps = {h["step"] for h in result.history}
     assert result.summary["best"]["step"] in monitor_steps
+
+
+def test_an_inf_buffer_loads_but_an_inf_weight_is_refused(tmp_path):
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+            self.register_buffer("mask", torch.tensor([0.0, float("-inf")]))
+
+        def forward(self, x):
+            return self.lin(x) + self.mask
+
+    from gradstep.checkpoint.files import check_finite
+
+    model = Masked()
+    check_finite(model.state_dict(), tmp_path, allow_inf={"mask"})  # the mask is fine
+    with pytest.raises(CheckpointError, match="tensor 'lin.weight' holds Inf"):
+        state = {**model.state_dict(), "lin.weight": torch.full((2, 3), float("inf"))}
+        check_finite(state, tmp_path, allow_inf={"mask"})
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"format": "gradstep-checkpoint", "version": "1", "files": {}},
+        {"format": "gradstep-checkpoint", "version": 1, "files": {"a": 3}},
+    ],
+)
+def test_a_malformed_manifest_is_a_clear_error(tmp_path, manifest):
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="manifest.json"):
+        files.verify(tmp_path)
+
+
+def test_saving_the_same_step_again_replaces_it_atomically(tmp_path):
+    first = write_checkpoint_dir(tmp_path / "step-000005", {"a": b"old"}, {})
+    write_checkpoint_dir(tmp_path / "step-000005", {"a": b"new"}, {})
+    assert (first / "a").read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000005"]  # the old one is gone
+    files.verify(first)

@@ -77,3 +77,62 @@ def test_a_run_without_a_good_checkpoint_starts_again_in_its_directory(tmp_path,
     assert all(torch.equal(want[k], got[k]) for k in want)
     lines = (first.run_dir / "metrics.jsonl").read_text().splitlines()
     assert sum('"kind": "epoch"' in line for line in lines) == 2  # the old log was not kept
+
+
+def test_another_optimizer_is_refused_before_anything_changes(run, tmp_path):
+    config = (run / "config.toml").read_text()
+    log = (run / "metrics.jsonl").read_text()
+    with pytest.raises(CheckpointError, match="optimizer: 'adam' in the checkpoint, 'sgd' now"):
+        gs.Trainer(run_dir=str(tmp_path), optimizer="sgd", **SETTINGS).fit(resume=run)
+    with pytest.raises(CheckpointError, match="optimizer"):  # even forced: it cannot fit
+        gs.Trainer(run_dir=str(tmp_path), optimizer="sgd", **SETTINGS).fit(resume=run, force=True)
+    assert (run / "config.toml").read_text() == config
+    assert (run / "metrics.jsonl").read_text() == log
+
+
+def test_checkpoints_that_all_fail_to_verify_are_an_error_not_a_restart(run, capsys):
+    for p in (run / "checkpoints").glob("step-*/model.safetensors"):
+        p.write_bytes(b"garbage")
+    assert main(["resume", str(run)]) == 2
+    assert "no checkpoint verifies" in capsys.readouterr().err
+    assert len(list((run / "checkpoints").glob("step-*"))) == 2  # nothing renamed or removed
+
+
+class Counter(gs.Callback):
+    """A callback with state: counts epochs and draws from the global RNG each epoch."""
+
+    def __init__(self) -> None:
+        self.epochs, self.draws = 0, []
+
+    def on_epoch_end(self, state) -> None:
+        self.epochs += 1
+        self.draws.append(float(torch.rand(())))
+
+    def state_dict(self):
+        return {"epochs": self.epochs, "draws": self.draws}
+
+    def load_state_dict(self, state) -> None:
+        self.epochs, self.draws = state["epochs"], list(state["draws"])
+
+
+def test_a_callbacks_state_resumes_as_if_never_stopped(tmp_path):
+    settings = {**SETTINGS, "epochs": 4, "model_args": {"dropout": 0.3}}
+    whole = Counter()
+    ref = gs.Trainer(run_dir=str(tmp_path), callbacks=[whole], **{**settings, "name": "a"}).fit()
+
+    class Stop(gs.Callback):
+        def on_epoch_start(self, state) -> None:
+            if state.epoch == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        gs.Trainer(
+            run_dir=str(tmp_path), callbacks=[Counter(), Stop()], **{**settings, "name": "b"}
+        ).fit()
+    again = Counter()
+    res = gs.Trainer(run_dir=str(tmp_path), callbacks=[again], **{**settings, "name": "b"}).fit(
+        resume=tmp_path / "b"
+    )
+    assert (again.epochs, again.draws) == (whole.epochs, whole.draws)
+    pairs = zip(ref.model.parameters(), res.model.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)

@@ -119,3 +119,46 @@ def test_the_real_process_prints_one_line_for_a_pickle(evil_files, tmp_path):
     assert proc.stderr.startswith("gradstep: error:") and proc.stderr.count("\n") == 1
     assert "never unpickles" in proc.stderr
     assert not marker.exists()
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_a_custom_models_code_is_imported_only_from_the_folder_you_name(tmp_path, monkeypatch):
+    trainer = gs.Trainer.from_config(
+        EXAMPLES / "custom_model.toml", [f"run.dir={tmp_path}", "train.epochs=1"]
+    )
+    run = trainer.fit().run_dir
+    monkeypatch.chdir(tmp_path)  # custom_model.py is not here
+    with pytest.raises(CheckpointError, match="--code-dir"):
+        gs.load_model(run)
+    model = gs.load_model(run, code_dir=EXAMPLES)
+    assert type(model).__name__ == "TwoLayer"
+    x = torch.randn(4, 2)
+    assert torch.equal(model(x), trainer.model.eval()(x))
+
+
+def test_a_checkpoint_cannot_make_gradstep_run_code_it_carries(tmp_path, monkeypatch):
+    import json
+
+    from gradstep.checkpoint.files import sha256_file
+
+    marker = tmp_path / "PWNED"
+    run = gs.Trainer(run_dir=str(tmp_path / "runs"), source="random", n=40, epochs=1).fit().run_dir
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(run / "checkpoints" / "latest", ckpt)
+    (ckpt / "evil.py").write_text(f"open({str(marker)!r}, 'w')\nclass Net: pass\n")
+    for name in ("evil.py:Net", f"{ckpt / 'evil.py'}:Net"):
+        info = json.loads((ckpt / "model.json").read_text())
+        info.update(name=name, base_dir=str(ckpt))
+        (ckpt / "model.json").write_text(json.dumps(info))
+        manifest = json.loads((ckpt / "manifest.json").read_text())
+        entry = manifest["files"]["model.json"]
+        entry.update(bytes=(ckpt / "model.json").stat().st_size)
+        entry.update(sha256=sha256_file(ckpt / "model.json"))
+        (ckpt / "manifest.json").write_text(json.dumps(manifest))
+        for cwd in (tmp_path, ckpt):
+            monkeypatch.chdir(cwd)
+            with pytest.raises(CheckpointError):
+                gs.load_model(ckpt)
+    assert not marker.exists()

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="csv / npz / IDX file with labels (default: the run's val data)")
     ev.add_argument("--batch-size", type=_positive, default=256)
     ev.add_argument("--device", default="cpu")
+    ev.add_argument(
+        "--code-dir",
+        help="the folder holding a file.py:Class model's code (default: the working directory)",
+    )
 
     pr = sub.add_parser("predict", help="batch inference (eval mode, no gradients) to a CSV file")
     pr.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
@@ -74,12 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="the CSV file to write (atomically)")
     pr.add_argument("--batch-size", type=_positive, default=256)
     pr.add_argument("--device", default="cpu")
+    pr.add_argument(
+        "--code-dir",
+        help="the folder holding a file.py:Class model's code (default: the working directory)",
+    )
 
     ex = sub.add_parser("export", help="a model file that runs with plain PyTorch")
     ex.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
     ex.add_argument("--format", required=True, choices=["pt2", "torchscript"])
     ex.add_argument("--out", help="the file to write (default: <checkpoint>.pt2 / .torchscript.pt)")
     ex.add_argument("--input-shape", type=_shape, help="one sample's shape, e.g. 1,28,28")
+    ex.add_argument(
+        "--code-dir",
+        help="the folder holding a file.py:Class model's code (default: the working directory)",
+    )
 
     cv = sub.add_parser(
         "convert",
@@ -173,7 +185,11 @@ def _eval(args: argparse.Namespace) -> int:
     from gradstep.inference import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
-        args.checkpoint, args.data, batch_size=args.batch_size, device=args.device
+        args.checkpoint,
+        args.data,
+        batch_size=args.batch_size,
+        device=args.device,
+        code_dir=args.code_dir,
     )
     for key, value in metrics.items():
         print(f"{key}: {value:.2%}" if key == "acc" else f"{key}: {value:.6g}")
@@ -192,6 +208,7 @@ def _predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         console=Console(stderr=True),
+        code_dir=args.code_dir,
     )
     print(f"wrote {n} predictions to {args.out}")
     return 0
@@ -200,7 +217,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from gradstep.export import export_checkpoint
 
-    path = export_checkpoint(args.checkpoint, args.format, args.out, args.input_shape)
+    path = export_checkpoint(
+        args.checkpoint, args.format, args.out, args.input_shape, code_dir=args.code_dir
+    )
     print(f"wrote {path} (and {path.name}.json: input, outputs, how to load)")
     return 0
 

@@ -74,14 +74,23 @@ def export_checkpoint(
     fmt: str,
     out: str | Path | None = None,
     input_shape: tuple[int, ...] | None = None,
+    code_dir: str | Path | None = None,
 ) -> Path:
     """Export ``checkpoint`` as ``fmt`` ("pt2" or "torchscript"); return the file written."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    ckpt, model = load_for_inference(checkpoint)
+    ckpt, model = load_for_inference(checkpoint, code_dir=code_dir)
     info = ckpt.model_info
     wrapped = prepared_model(model, info)
     example = _example(info, input_shape)
+    try:
+        with torch.no_grad():
+            wrapped(example)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"the model rejects input of shape {tuple(example.shape[1:])}: {first}"
+        ) from None
     path = Path(out) if out is not None else Path(ckpt.path.name + FORMATS[fmt])
     if not path.parent.is_dir():
         raise UserError(f"--out {path}: folder {path.parent} does not exist")

@@ -194,13 +194,14 @@ def predict_file(
     batch_size: int = 256,
     device: str = "cpu",
     console: Console | None = None,
+    code_dir: str | Path | None = None,
 ) -> int:
     """Write predictions for ``input_path`` to ``out_path`` (CSV, atomically); return the count."""
     out = Path(out_path)
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     device = _device(device)
-    ckpt, model = load_for_inference(checkpoint, device)
+    ckpt, model = load_for_inference(checkpoint, device, code_dir)
     info = ckpt.model_info
     x, _ = read_input(input_path, info.get("input", {}).get("target", "target"))
     x = prepare_input(x, info, str(input_path))
@@ -220,6 +221,7 @@ def evaluate_checkpoint(
     *,
     batch_size: int = 256,
     device: str = "cpu",
+    code_dir: str | Path | None = None,
 ) -> dict[str, float]:
     """Loss and accuracy (or MAE) of a checkpoint on ``data`` (a file, as for predict, with
     labels), or by default on its run's validation data, rebuilt from the saved config."""
@@ -227,7 +229,7 @@ def evaluate_checkpoint(
     from gradstep.losses import build_loss
 
     device = _device(device)
-    ckpt, model = load_for_inference(checkpoint, device)
+    ckpt, model = load_for_inference(checkpoint, device, code_dir)
     info = ckpt.model_info
     task = info.get("task", "multiclass")
     if data is None:
@@ -261,6 +263,12 @@ def _run_validation_data(ckpt: Checkpoint) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = validate_config(saved["config"], str(ckpt.path / "state.json"))
     if cfg.data.source == "(python)":
         raise UserError(f"{ckpt.path}: the run trained on in-memory data; pass --data FILE")
+    from gradstep.importing import is_import_spec
+
+    if is_import_spec(cfg.data.source):  # rebuilding it would run code the checkpoint names
+        raise UserError(
+            f"{ckpt.path}: the run's data come from code ({cfg.data.source}); pass --data FILE"
+        )
     base = saved.get("base_dir")
     data = prepare_data(cfg, ckpt.model_info["task"], None, None, Path(base) if base else None)
     if not isinstance(data.val, tuple):

@@ -9,6 +9,7 @@ sibling and renamed over, so a reader never sees half a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -57,5 +58,17 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _finite(obj: Any) -> Any:
+    """Standard JSON has no NaN or Infinity: a diverged metric is written as null / "inf"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, allow_nan=False, default=str) + "\n")
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False, default=str)
+    write_atomic(path, text + "\n")

@@ -187,11 +187,12 @@ class Trainer:
                 if not target.is_dir():
                     raise CheckpointError(f"resume='latest': no run directory {target}")
             plan = ResumePlan.find(target, fingerprint, force, warn)
+            plan.load_into(model, optimizer)
             cfg.run.name = plan.run_dir.name
 
         # Everything the user can get wrong has been checked: from here on we write.
         if plan is not None:
-            run_dir: Path | None = plan.prepare(to_toml(cfg), warn)
+            run_dir: Path | None = plan.prepare(to_toml(cfg), warn) if main else None
         else:
             run_dir = self._create_run_dir(cfg, model_name, data) if main else None
         state = TrainState(
@@ -224,9 +225,11 @@ class Trainer:
                 monitor=monitor,
                 warn=warn,
             )
-            callbacks.append(checkpointer)
         callbacks += self.callbacks
         if checkpointer is not None:
+            # last: a checkpoint is taken after every other callback has seen the step or epoch,
+            # so their saved state is the state a resumed run must continue from
+            callbacks.append(checkpointer)
             checkpointer.snapshot.callbacks = callbacks  # type: ignore[attr-defined]
         self._announce(console, cfg, model, model_name, data, train_b, val_b, device, run_dir)
         parts = LoopParts(
@@ -246,8 +249,6 @@ class Trainer:
             resumed_from = plan.restore(
                 checkpointer=checkpointer,
                 say=lambda text: console.print(text, markup=False, highlight=False),
-                model=model,
-                optimizer=optimizer,
                 state=state,
                 callbacks=callbacks,
                 device=device,

@@ -77,6 +77,20 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _load_syncfs()
 
 
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``); elsewhere move
+    ``b`` aside first, so that a crash in between leaves it as ``b.replaced-*`` (not lost)."""
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if sys.platform.startswith("linux") and fn is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+    aside = b.with_name(f"{b.name}.replaced-{secrets.token_hex(4)}")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
+
+
 def _flush_dir(path: Path) -> None:
     """Make ``path`` and, with syncfs, every file written into it durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -135,7 +149,7 @@ def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytearray:
             "shape": list(t.shape),
             "data_offsets": [offset, offset + size],
         }
-        flat.append(t.detach().reshape(-1).view(torch.uint8) if size else t.new_empty(0))
+        flat.append(t.detach().contiguous().view(-1).view(torch.uint8) if size else t.new_empty(0))
         offset += size
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
@@ -183,9 +197,11 @@ def write_checkpoint_dir(
         _write_file(tmp / MANIFEST, json_bytes(manifest, indent=1))
         if _SYNCFS is None:
             _flush_dir(tmp)  # every file durable before the directory gets its final name
-        if final.exists():  # an earlier, interrupted run of the same step: replace it
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        if final.exists():  # the same step saved again (fit end, a resumed finished run)
+            _exchange(tmp, final)  # atomically: the old one stays until the new one is in place
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old one
+        else:
+            os.rename(tmp, final)
         # Durable before links move and old checkpoints are pruned. With syncfs, one flush
         # covers the files and the rename: a crash before it may leave a renamed directory with
         # torn files, which its manifest rejects, and the previous checkpoints are still there.
@@ -244,13 +260,17 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path / MANIFEST}: unreadable manifest: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path / MANIFEST}: not a gradstep checkpoint manifest")
-    if manifest.get("version", 0) > FORMAT_VERSION:
+    version = manifest.get("version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path / MANIFEST}: version {version!r} is not a number")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {manifest['version']} is newer than this "
+            f"{path}: checkpoint format version {version} is newer than this "
             f"gradstep reads ({FORMAT_VERSION}); upgrade gradstep"
         )
-    if not isinstance(manifest.get("files"), dict):
-        raise CheckpointError(f"{path / MANIFEST}: no file list")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
+        raise CheckpointError(f"{path / MANIFEST}: no valid file list")
     return manifest
 
 
@@ -267,13 +287,30 @@ def verify(path: Path) -> dict[str, Any]:
         size = f.stat().st_size
         if size != entry.get("bytes"):
             raise CheckpointError(f"{f}: {size} bytes, the manifest says {entry.get('bytes')}")
-        if sha256_file(f) != entry.get("sha256"):
+        try:
+            digest = sha256_file(f)
+        except OSError as err:
+            raise CheckpointError(f"{f}: cannot read: {err.strerror or err}") from None
+        if digest != entry.get("sha256"):
             raise CheckpointError(f"{f}: SHA-256 does not match the manifest (corrupt or changed)")
     return manifest
 
 
-def read_tensors(path: Path, *, check_finite: bool = True) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file, refusing a malformed file or non-finite values by name."""
+def check_finite(tensors: dict[str, torch.Tensor], path: Path, allow_inf: Any = ()) -> None:
+    """Refuse NaN in any tensor, and Inf in any but ``allow_inf`` (a model's buffers: a causal
+    mask of ``-inf`` is legitimate; a weight that is infinite is not), naming file and tensor."""
+    for name, t in tensors.items():
+        if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+            continue
+        if bool(torch.isnan(t).any()):
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN values")
+        if name not in allow_inf:
+            raise CheckpointError(f"{path}: tensor {name!r} holds Inf values")
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, refusing a malformed file (by name); values unchecked
+    (see :func:`check_finite`)."""
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -290,11 +327,6 @@ def read_tensors(path: Path, *, check_finite: bool = True) -> dict[str, torch.Te
         tensors = st_load(data)
     except (SafetensorError, ValueError, RuntimeError, KeyError) as err:
         raise CheckpointError(f"{path}: malformed safetensors file ({err})") from None
-    if check_finite:
-        for name, t in tensors.items():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                bad = "NaN" if bool(torch.isnan(t).any()) else "Inf"
-                raise CheckpointError(f"{path}: tensor {name!r} holds {bad} values")
     return tensors
 
 

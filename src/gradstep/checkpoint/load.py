@@ -9,7 +9,8 @@ Paths a user may give (to ``gs.load_model``, ``gradstep eval / predict / export 
 
 Anything else — a pickle file (``.pt``, ``.pth``, ``.pkl``, or bytes that start like one), a
 stray file, a directory without a manifest — is refused with a message that says why. A
-checkpoint is read only after its manifest verifies, and nothing read can execute code.
+checkpoint is read only after its manifest verifies, and nothing read can execute code: a
+custom model's code is imported only from a folder the user names (:func:`build_model_from`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from gradstep.checkpoint.files import (
     MANIFEST,
     CheckpointError,
+    check_finite,
     read_json,
     read_tensors,
     refuse_non_checkpoint,
@@ -92,8 +94,9 @@ def newest_good(directory: Path) -> tuple[Checkpoint | None, list[str]]:
     for _, p in reversed(step_dirs(directory)):
         try:
             ckpt = open_checkpoint(p)
-            ckpt.model_tensors()  # parses, and holds only finite values
-            ckpt.optimizer_tensors()
+            for name in ("model", "optimizer"):  # parses, and holds no NaN
+                tensors = getattr(ckpt, f"{name}_tensors")()
+                check_finite(tensors, p / f"{name}.safetensors", allow_inf=tensors.keys())
             ckpt.state()
             return ckpt, skipped
         except CheckpointError as err:
@@ -101,8 +104,19 @@ def newest_good(directory: Path) -> tuple[Checkpoint | None, list[str]]:
     return None, skipped
 
 
-def build_model_from(info: dict[str, Any], base_dir: str | Path | None = None) -> nn.Module:
-    """Construct the model ``model.json`` describes, with its saved constructor arguments."""
+def build_model_from(
+    info: dict[str, Any], code_dir: str | Path | None = None, checkpoint: Path | None = None
+) -> nn.Module:
+    """Construct the model ``model.json`` describes, with its saved constructor arguments.
+
+    A zoo name or an installed ``package.module:Class`` is imported as usual. A
+    ``"file.py:Class"`` model's file is looked up relative to ``code_dir`` (default: the working
+    directory) — never where the checkpoint says, never inside the checkpoint, never at an
+    absolute path it names — so a checkpoint from elsewhere cannot make gradstep run code it
+    carries or points at. (``gradstep resume`` is different: like ``fit``, it runs the run's
+    config.)
+    """
+    from gradstep.importing import is_import_spec
     from gradstep.models import build_model
 
     name = info.get("name")
@@ -113,21 +127,34 @@ def build_model_from(info: dict[str, Any], base_dir: str | Path | None = None) -
             f"the model class {name!r} was defined in a script, so it cannot be found again; "
             "build it yourself and pass it: gs.load_model(path, model=MyNet(...))"
         )
-    saved_base = base_dir if base_dir is not None else info.get("base_dir")
+    base = Path(code_dir) if code_dir is not None else Path.cwd()
+    if is_import_spec(name) and name.rpartition(":")[0].endswith(".py"):
+        file = Path(name.rpartition(":")[0])
+        where = (base / file).resolve()
+        inside = checkpoint is not None and where.is_relative_to(checkpoint.resolve())
+        if file.is_absolute() or inside:
+            raise CheckpointError(
+                f"model {name!r}: gradstep imports a model's code only from the folder you name "
+                "(--code-dir, or load_model(..., code_dir=)), not from a path a checkpoint gives"
+            )
+        if not where.is_file():
+            raise CheckpointError(
+                f"model {name!r}: {file} not found in {base}; pass the folder that holds it "
+                "(--code-dir DIR, or load_model(..., code_dir=DIR))"
+            )
     try:
-        model, _ = build_model(name, dict(info.get("args", {})), None, _path(saved_base))
+        model, _ = build_model(name, dict(info.get("args", {})), None, base)
     except UserError as err:
         raise CheckpointError(f"cannot rebuild the checkpoint's model: {err}") from None
     return model
 
 
-def _path(p: str | Path | None) -> Path | None:
-    return Path(p) if p else None
-
-
 def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
-    """Load the checkpoint's weights into ``model``; a mismatch names the tensors."""
+    """Load the checkpoint's weights into ``model``; a mismatch names the tensors, and so does a
+    NaN anywhere or an Inf in a parameter (buffers may hold ``-inf`` masks)."""
     tensors = ckpt.model_tensors()
+    buffers = {name for name, _ in model.named_buffers()}
+    check_finite(tensors, ckpt.path / "model.safetensors", allow_inf=buffers)
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]
@@ -153,7 +180,7 @@ def load_model(
     *,
     model: nn.Module | None = None,
     device: str | torch.device = "cpu",
-    base_dir: str | Path | None = None,
+    code_dir: str | Path | None = None,
 ) -> nn.Module:
     """Rebuild the model a checkpoint saved and load its weights, in eval mode.
 
@@ -161,8 +188,8 @@ def load_model(
         path: a checkpoint, ``best`` / ``latest``, or a run directory (its best checkpoint).
         model: an instance to load into instead of rebuilding (for classes defined in a script).
         device: where to put it.
-        base_dir: where a ``"file.py:Class"`` model's file is looked for (default: where the run
-            found it, then the working directory).
+        code_dir: the folder holding a ``"file.py:Class"`` model's file (default: the working
+            directory; see :func:`build_model_from`).
 
     Example::
 
@@ -173,14 +200,16 @@ def load_model(
     """
     ckpt = open_checkpoint(path)
     if model is None:
-        model = build_model_from(ckpt.model_info, base_dir)
+        model = build_model_from(ckpt.model_info, code_dir, ckpt.path)
     load_weights(model, ckpt)
     return model.to(device).eval()
 
 
-def load_for_inference(path: str | Path, device: str = "cpu") -> tuple[Checkpoint, nn.Module]:
+def load_for_inference(
+    path: str | Path, device: str = "cpu", code_dir: str | Path | None = None
+) -> tuple[Checkpoint, nn.Module]:
     """The verified checkpoint and its rebuilt model with the weights, in eval mode."""
     ckpt = open_checkpoint(path)
-    model = build_model_from(ckpt.model_info)
+    model = build_model_from(ckpt.model_info, code_dir, ckpt.path)
     load_weights(model, ckpt)
     return ckpt, model.to(device).eval()

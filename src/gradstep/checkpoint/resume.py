@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,9 @@ def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint | None, 
     """The checkpoint to resume from (None: the run has none that verifies) and its run directory.
 
     ``target`` is a run directory (its newest checkpoint that verifies; corrupt or partial ones
-    are skipped with a warning) or one checkpoint directory (that one, or an error). Changes
-    nothing on disk but stale ``.tmp-*`` directories.
+    are skipped with a warning; a run with checkpoints none of which verifies is an error) or
+    one checkpoint directory (that one, or an error). Changes nothing on disk but stale
+    ``.tmp-*`` directories.
     """
     run_dir = target
     if (target / "manifest.json").is_file() or target.name in ("best", "latest"):
@@ -84,18 +86,24 @@ def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint | None, 
         found, skipped = newest_good(folder)
         for line in skipped:
             warn(line)
+        if found is None and skipped:  # some exist but none verifies: never clobber them
+            raise CheckpointError(
+                f"{target}: no checkpoint verifies ({skipped[0].removeprefix('skipped ')}); "
+                "nothing was changed"
+            )
         return found, run_dir
     return ckpt, run_dir
 
 
 def orphan_newer(folder: Path, step: int, warn: Any) -> None:
-    """Rename checkpoints in ``folder`` newer than ``step`` to ``step-NNNNNN.orphaned``, so that
+    """Rename checkpoints in ``folder`` newer than ``step`` to ``step-NNNNNN.orphaned-*``, so that
     ``latest`` and pruning never mistake a corrupt one, or one from an abandoned timeline, for
     this run's."""
     for s, p in step_dirs(folder):
         if s > step:
-            os.rename(p, p.with_name(p.name + ".orphaned"))
-            warn(f"{p.name} is newer than the checkpoint resumed from; renamed {p.name}.orphaned")
+            aside = p.with_name(f"{p.name}.orphaned-{secrets.token_hex(3)}")
+            os.rename(p, aside)
+            warn(f"{p.name} is newer than the checkpoint resumed from; renamed {aside.name}")
 
 
 def truncate_metrics(path: Path, size: int | None) -> None:
@@ -112,25 +120,35 @@ def relink(ckpt: Checkpoint, best_name: str | None) -> None:
         point(folder, "best", best_name)
 
 
+def load_into(
+    ckpt: Checkpoint, saved: dict[str, Any], model: torch.nn.Module, optimizer: Any
+) -> None:
+    """Weights and optimizer state into the built model and optimizer: what can fail (shapes,
+    another optimizer), checked before anything on disk changes."""
+    from gradstep.checkpoint.content import load_optimizer_state
+
+    load_weights(model, ckpt)
+    kind = saved.get("optimizer", {}).get("class")
+    if kind is not None and kind != type(optimizer).__name__:
+        raise CheckpointError(
+            f"{ckpt.path}: written with optimizer {kind}, this run uses {type(optimizer).__name__}"
+        )
+    try:
+        load_optimizer_state(optimizer, ckpt.optimizer_tensors(), saved["optimizer"])
+    except (ValueError, KeyError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{ckpt.path}: optimizer state does not fit: {err}") from None
+
+
 def restore(
-    ckpt: Checkpoint,
     saved: dict[str, Any],
     *,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
     state: Any,
     callbacks: list[Any],
     device: torch.device,
     new_meter: Any,
 ) -> None:
-    """Put the checkpoint's training state into the freshly built run (RNG last of all)."""
-    from gradstep.checkpoint.content import load_optimizer_state
-
-    load_weights(model, ckpt)
-    try:
-        load_optimizer_state(optimizer, ckpt.optimizer_tensors(), saved["optimizer"])
-    except (ValueError, KeyError, RuntimeError) as err:
-        raise CheckpointError(f"{ckpt.path}: optimizer state does not fit: {err}") from None
+    """Put the rest of the checkpoint's training state into the built run: progress, the
+    epoch's running metrics, history, callback states (RNG comes last, separately)."""
     state.load_state_dict(saved["progress"])
     state.history = list(saved.get("history", []))
     state.train_metrics = dict(saved.get("train_metrics", {}))
@@ -161,8 +179,9 @@ class ResumePlan:
     """A resume, decided before anything is written: the checkpoint (None: the run has none
     that verifies and starts again) and the run directory it belongs to.
 
-    The trainer calls :meth:`prepare` once it starts writing, :meth:`restore` once the run is
-    built, and :meth:`reseed` last, right before the loop.
+    The trainer calls :meth:`load_into` as soon as model and optimizer exist (what can fail does,
+    before anything is written), :meth:`prepare` once it starts writing (main process only),
+    :meth:`restore` once the run is built, and :meth:`reseed` last, right before the loop.
     """
 
     ckpt: Checkpoint | None
@@ -187,6 +206,11 @@ class ResumePlan:
             )
         return cls(ckpt, run_dir, saved)
 
+    def load_into(self, model: torch.nn.Module, optimizer: Any) -> None:
+        """Weights and optimizer state (see :func:`load_into`); call before :meth:`prepare`."""
+        if self.ckpt is not None:
+            load_into(self.ckpt, self.saved, model, optimizer)
+
     def prepare(self, config_toml: str, warn: Any) -> Path:
         """Set the run directory up for the continued run; return it."""
         from gradstep.rundir import write_atomic
@@ -202,7 +226,7 @@ class ResumePlan:
         ``resumed_from`` record for ``summary.json``."""
         if self.ckpt is None:
             return {"checkpoint": None, "step": 0}
-        restore(self.ckpt, self.saved, callbacks=parts.pop("callbacks"), **parts)
+        restore(self.saved, **parts)
         if checkpointer is not None:
             relink(self.ckpt, checkpointer.best_name)
         state = parts["state"]

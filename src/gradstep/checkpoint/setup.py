@@ -40,6 +40,7 @@ def run_fingerprint(cfg: Config, batch_size: int | None, train_data: Any) -> dic
     return {
         "model": cfg.model.name,
         "model_args": cfg.model.args,
+        "optimizer": cfg.optim.name,
         "batch_size": batch_size,
         "accumulate": cfg.train.accumulate,
         "drop_last": cfg.train.drop_last,

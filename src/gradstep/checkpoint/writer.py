@@ -77,7 +77,10 @@ def point(directory: Path, link: str, target: str) -> None:
     """Atomically make ``directory/link`` a relative symlink to ``target``."""
     tmp = directory / f".{link}.{secrets.token_hex(4)}.tmp"
     os.symlink(target, tmp)
-    os.replace(tmp, directory / link)
+    where = directory / link
+    if where.is_dir() and not where.is_symlink():  # a copied run (cp -rL): keep that copy aside
+        os.rename(where, directory / f"{link}.copy-{secrets.token_hex(3)}")
+    os.replace(tmp, where)
 
 
 def step_dirs(directory: Path) -> list[tuple[int, Path]]:

@@ -106,8 +106,11 @@ class LoaderBatches:
     ) -> None:
         self.device = torch.device(device)
         self.seed = seed
-        # The loader's own generator: creating an iterator draws worker seeds from it, not from
-        # the global generator (which dropout uses), so a resumed run draws what the original did.
+        # The loader's own generator, reseeded each epoch: creating an iterator draws its base
+        # seed from it, not from the global generator that dropout uses, so loading never shifts
+        # the training RNG. Exactness limit: with num_workers > 0 (persistent workers), random
+        # transforms inside a Dataset draw from worker streams that a resumed run does not
+        # reproduce; the sample order, and everything with num_workers = 0, is exact.
         self.generator: torch.Generator | None = None
         self.sampler: EpochSampler | None = None
         if isinstance(data, DataLoader):
