@@ -6,7 +6,9 @@ batch 32, SGD lr 0.01. In one process, warmed up, alternating rounds, we time ea
 * ``hand``: a hand-written loop that slices a pre-shuffled copy of the tensors (the fastest
   plain-PyTorch loop: zero_grad, forward, loss, backward, step; nothing else);
 * ``gradstep``: ``gs.Trainer(...).fit`` with its defaults (progress lines every 50 steps,
-  metrics.jsonl, train loss/accuracy tracked on the device), no validation split;
+  metrics.jsonl, train loss/accuracy tracked on the device), no validation split, and no
+  checkpoints: this compares loops (the hand-written one saves nothing); what per-epoch
+  checkpoints add is ``bench/checkpoint.py``'s figure;
 * ``dataloader``: the classic ``TensorDataset`` + ``DataLoader(shuffle=True)`` loop, for reference.
 
 The reference loops run inside a callback after each gradstep epoch (outside gradstep's own
@@ -119,6 +121,7 @@ def main() -> None:
             device="cpu",
             run_dir=tmp,
             callbacks=[inter],
+            checkpoint_every="never",  # the loop's cost; bench/checkpoint.py measures saving
         )
         with contextlib.redirect_stdout(io.StringIO()):  # progress lines written, not shown
             result = trainer.fit(make_model(0), train=(x, y))

@@ -29,7 +29,7 @@ def test_checkpoint_benchmark_runs_and_prints_its_figures():
             "--rounds",
             "1",
             "--epochs",
-            "4",
+            "12",
             "--repeats",
             "1",
         ],

@@ -1,12 +1,9 @@
-"""The background writer: in order, bounded, niced, and honest about failures."""
+"""The background writer: in order, bounded, and honest about failures."""
 
 from __future__ import annotations
 
 import os
-import sys
 import threading
-
-import pytest
 
 from gradstep.checkpoint import files
 from gradstep.checkpoint.writer import CheckpointWriter, Job, step_dirs
@@ -67,15 +64,3 @@ def test_a_failed_write_is_reported_and_never_linked(tmp_path, monkeypatch):
     assert outcomes[0].error is not None and "step-000002" in str(outcomes[0].error)
     assert os.readlink(tmp_path / "latest") == "step-000001"
     assert not (tmp_path / "best").exists()
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-def test_the_writer_thread_runs_at_the_lowest_priority(tmp_path):
-    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    writer = CheckpointWriter(tmp_path, keep=1)
-    prio = writer._pool.submit(
-        lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    ).result()
-    writer.close()
-    assert prio == 19
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # trainer's kept

@@ -5,10 +5,12 @@ weights and optimizer state, JSON of the rest; well under a millisecond for the 
 and hands it to :class:`CheckpointWriter`, whose one worker thread hashes, writes and fsyncs the
 files, renames the directory into place (see
 :func:`~gradstep.checkpoint.files.write_checkpoint_dir`), then points ``latest`` (and ``best``) at
-it and prunes old checkpoints. The worker runs at the lowest CPU priority and no torch op (one
-would start a second OpenMP team competing with training for the cores); file I/O, syncs and
-hashing release the GIL, so training goes on meanwhile. ``bench/checkpoint.py`` measures what it
-costs.
+it and prunes old checkpoints. The worker runs no torch op (one would start a second OpenMP team
+competing with training for the cores); file I/O, syncs and hashing release the GIL, so training
+goes on meanwhile. Its CPU time (hashing, page-cache copies, syscalls: about 5 ms for the MNIST
+example's 0.8 MB on a busy 2-core machine) still competes with training on a CPU-only box;
+``bench/checkpoint.py`` measures the share. (A niced worker was tried and measured worse: it
+falls behind, and training then waits at the queue.)
 
 Writes happen in order; at most ``max_pending`` (2) snapshots wait or are being written, and
 :meth:`CheckpointWriter.submit` blocks beyond that, which bounds the memory snapshots hold. A
@@ -20,13 +22,10 @@ and ``latest`` / ``best`` never point at a checkpoint that was not completely wr
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
 import shutil
-import sys
-import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,20 +56,6 @@ class Outcome:
     job: Job
     path: Path | None = None
     error: SaveError | None = None
-
-
-def _lower_priority() -> None:
-    """Run the writer thread at the lowest CPU priority (on Linux ``nice`` is per thread).
-
-    Training on the CPU keeps every core busy; a writer at normal priority takes its few
-    milliseconds of hashing and syscalls straight out of training (measured: the MNIST example's
-    per-epoch checkpoints cost about 3.9 % of training time that way, 1.8 % niced). Niced, it
-    mostly runs in the gaps; its I/O is not slowed. Since a niced writer can fall behind, up to
-    ``max_pending`` snapshots may wait for it before training does.
-    """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def point(directory: Path, link: str, target: str) -> None:
@@ -106,11 +91,7 @@ class CheckpointWriter:
         self.directory = directory
         self.keep = keep
         self.max_pending = max_pending
-        self._pool = (
-            ThreadPoolExecutor(1, "gradstep-ckpt", initializer=_lower_priority)
-            if background
-            else None
-        )
+        self._pool = ThreadPoolExecutor(1, "gradstep-ckpt") if background else None
         self._pending: deque[Future[Outcome]] = deque()
         self._done: list[Outcome] = []
         self.written: list[Path] = []
