@@ -154,16 +154,9 @@ def predict_tensor(
     console: Console | None = None,
 ) -> torch.Tensor:
     """Outputs of ``model`` for prepared input ``x`` (eval mode, inference_mode), on the CPU."""
-    was_training = model.training
-    model.eval()
-    outs = []
-    try:
-        with torch.inference_mode():
-            for chunk in _batches(x, batch_size, console):
-                outs.append(model(chunk.to(device)).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0)
+    from gradstep.loop import predict_batches
+
+    return predict_batches(model, (chunk.to(device) for chunk in _batches(x, batch_size, console)))
 
 
 def predictions_table(out: torch.Tensor, task: str) -> tuple[list[str], list[list[Any]]]:

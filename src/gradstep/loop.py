@@ -184,7 +184,7 @@ def predict_batches(model: nn.Module, batches: Iterable[Any]) -> torch.Tensor:
     try:
         with torch.inference_mode():
             for x in batches:
-                outs.append(model(x))
+                outs.append(model(x).cpu())  # per batch: device memory stays one batch deep
     finally:
         model.train(was_training)
-    return torch.cat(outs).cpu()
+    return torch.cat(outs)

@@ -29,6 +29,7 @@ from gradstep.checkpoint.files import (
     tensors_to_bytes,
     write_checkpoint_dir,
 )
+from gradstep.checkpoint.load import load_state
 from gradstep.errors import UserError
 
 _NESTED = ("state_dict", "model_state_dict", "model")
@@ -79,20 +80,7 @@ def convert_legacy(
     tensors = _state_dict(obj, src)
     model, args = build_model(model_name, model_args, None, base_dir)
     own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{src}: does not fit {model_name!r}: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    for k, v in own.items():
-        if v.shape != tensors[k].shape:
-            raise CheckpointError(
-                f"{src}: {k} is {tuple(tensors[k].shape)} in the file, "
-                f"{tuple(v.shape)} in the model"
-            )
-    model.load_state_dict(tensors)
+    load_state(model, tensors, src)
     outputs = next((int(v.shape[0]) for k, v in reversed(own.items()) if k.endswith("bias")), None)
     info = {
         "name": model_name,

@@ -149,12 +149,9 @@ def build_model_from(
     return model
 
 
-def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
-    """Load the checkpoint's weights into ``model``; a mismatch names the tensors, and so does a
-    NaN anywhere or an Inf in a parameter (buffers may hold ``-inf`` masks)."""
-    tensors = ckpt.model_tensors()
-    buffers = {name for name, _ in model.named_buffers()}
-    check_finite(tensors, ckpt.path / "model.safetensors", allow_inf=buffers)
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path | str) -> None:
+    """``model.load_state_dict(tensors)``, or a :class:`CheckpointError` naming the tensors that
+    are missing, unexpected or of another shape (``where`` names the file)."""
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]
@@ -167,11 +164,18 @@ def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
             parts.append(f"unexpected {', '.join(unexpected[:3])}")
         if shapes:
             k = shapes[0]
-            parts.append(
-                f"{k} is {tuple(tensors[k].shape)} in the checkpoint, {tuple(own[k].shape)} here"
-            )
-        raise CheckpointError(f"{ckpt.path}: weights do not fit the model: {'; '.join(parts)}")
+            parts.append(f"{k} is {tuple(tensors[k].shape)} there, {tuple(own[k].shape)} here")
+        raise CheckpointError(f"{where}: weights do not fit the model: {'; '.join(parts)}")
     model.load_state_dict(tensors)
+
+
+def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
+    """Load the checkpoint's weights into ``model``; a mismatch names the tensors, and so does a
+    NaN anywhere or an Inf in a parameter (buffers may hold ``-inf`` masks)."""
+    tensors = ckpt.model_tensors()
+    buffers = {name for name, _ in model.named_buffers()}
+    check_finite(tensors, ckpt.path / "model.safetensors", allow_inf=buffers)
+    load_state(model, tensors, ckpt.path)
     return model
 
 

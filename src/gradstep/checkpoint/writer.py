@@ -94,7 +94,6 @@ class CheckpointWriter:
         self._pool = ThreadPoolExecutor(1, "gradstep-ckpt") if background else None
         self._pending: deque[Future[Outcome]] = deque()
         self._done: list[Outcome] = []
-        self.written: list[Path] = []
 
     def _write(self, job: Job) -> Outcome:
         try:
@@ -122,27 +121,22 @@ class CheckpointWriter:
         of writes that finished and were not yet collected, oldest first."""
         finished = self.wait(self.max_pending - 1)
         if self._pool is None:
-            self._done.append(self._record(self._write(job)))
+            self._done.append(self._write(job))
         else:
             self._pending.append(self._pool.submit(self._write, job))
         return finished
 
-    def _record(self, outcome: Outcome) -> Outcome:
-        if outcome.path is not None:
-            self.written.append(outcome.path)
-        return outcome
-
     def poll(self) -> list[Outcome]:
         """Outcomes of the writes finished since the last call, oldest first. Cheap: no wait."""
         while self._pending and self._pending[0].done():
-            self._done.append(self._record(self._pending.popleft().result()))
+            self._done.append(self._pending.popleft().result())
         done, self._done = self._done, []
         return done
 
     def wait(self, pending: int = 0) -> list[Outcome]:
         """Block until at most ``pending`` writes are queued; return the uncollected outcomes."""
         while len(self._pending) > pending:
-            self._done.append(self._record(self._pending.popleft().result()))
+            self._done.append(self._pending.popleft().result())
         return self.poll()
 
     def close(self) -> list[Outcome]:
