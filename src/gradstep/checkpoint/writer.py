@@ -94,6 +94,8 @@ class CheckpointWriter:
         self._pool = ThreadPoolExecutor(1, "gradstep-ckpt") if background else None
         self._pending: deque[Future[Outcome]] = deque()
         self._done: list[Outcome] = []
+        self._dirs: list[str] | None = None  # step directories, oldest first; scanned once
+        self._best: str | None = None
 
     def _write(self, job: Job) -> Outcome:
         try:
@@ -101,20 +103,30 @@ class CheckpointWriter:
             point(self.directory, "latest", job.name)
             if job.best:
                 point(self.directory, "best", job.name)
-            self._prune()
+                self._best = job.name
+            self._prune(job.name)
         except SaveError as err:
             return Outcome(job, error=err)
         except OSError as err:  # a link or prune that failed after the data was safe
             return Outcome(job, error=SaveError(f"checkpoint {self.directory}: {err}"))
         return Outcome(job, path=path)
 
-    def _prune(self) -> None:
-        best = self.directory / "best"
-        keep_best = os.readlink(best) if best.is_symlink() else None
-        dirs = step_dirs(self.directory)
-        for _, p in dirs[: max(0, len(dirs) - self.keep)]:
-            if p.name != keep_best:
-                shutil.rmtree(p, ignore_errors=True)
+    def _prune(self, written: str) -> None:
+        """Remove all but the newest ``keep`` step directories and ``best``. The directory is
+        scanned once (a resumed run's, a re-used folder's); after that this writer's own list
+        is kept, so a save costs no directory scan or stat calls."""
+        if self._dirs is None:
+            best = self.directory / "best"
+            self._best = os.readlink(best) if best.is_symlink() else None
+            self._dirs = [p.name for _, p in step_dirs(self.directory)]
+        elif written not in self._dirs:
+            self._dirs.append(written)
+        self._dirs.sort()  # step-NNNNNN: name order is step order
+        excess = max(0, len(self._dirs) - self.keep)
+        for name in self._dirs[:excess]:
+            if name != self._best:
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        self._dirs = [n for n in self._dirs[:excess] if n == self._best] + self._dirs[excess:]
 
     def submit(self, job: Job) -> list[Outcome]:
         """Queue ``job`` (first waiting while ``max_pending`` are queued); return the outcomes
