@@ -264,13 +264,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from gradstep.checkpoint.files import SaveError
+    from gradstep.errors import NonFiniteError
 
     try:
         return COMMANDS[args.command](args)
     except UserError as err:
         print(f"gradstep: error: {err}", file=sys.stderr)
         return 2
-    except SaveError as err:
+    except (SaveError, NonFiniteError) as err:
         print(f"gradstep: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -103,6 +103,10 @@ class TrainSection(_Section):
     """Stop after this many optimizer steps (whichever of epochs / max_steps ends first)."""
     batch_size: int | Literal["full"] = 32
     accumulate: int = Field(1, ge=1)
+    """Micro-batches per optimizer step (gradient accumulation)."""
+    effective_batch: int | None = Field(None, ge=1)
+    """Samples per optimizer step; sets ``accumulate = effective_batch / batch_size`` (it must
+    divide). Give this or ``accumulate``, not both."""
     drop_last: bool = False
     shuffle: bool = True
     loss: Literal["cross_entropy", "mse", "l1", "bce_with_logits"] = "cross_entropy"
@@ -114,6 +118,22 @@ class TrainSection(_Section):
     an epoch's record then carries the latest validation."""
     progress: bool | Literal["auto"] = "auto"
     """A live progress bar: ``"auto"`` shows it only when output is a terminal."""
+    clip_norm: float | None = Field(None, gt=0.0)
+    """Clip the global gradient L2 norm to this (``clip_grad_norm_``) before each step."""
+    clip_value: float | None = Field(None, gt=0.0)
+    """Clamp every gradient element to [-clip_value, clip_value] before each step."""
+    grad_norm: bool = True
+    """Compute the global gradient L2 norm (before clipping) every step, on the device, and log
+    it every ``log_every`` steps and per epoch; gradient health checks need it."""
+    grad_norm_per_layer: bool = False
+    """Also log each parameter's gradient norm (``grad_norm/<name>``) every ``log_every`` steps."""
+    on_nonfinite: Literal["fail", "skip"] = "fail"
+    """A non-finite loss or gradient: ``"fail"`` stops the run naming the step (found at the
+    next log line or epoch end, without a per-step sync); ``"skip"`` skips that optimizer step
+    (one host sync per step) and counts it."""
+    on_oom: Literal["fail", "fallback"] = "fail"
+    """Out of memory in a micro-batch: ``"fallback"`` halves the micro-batch and doubles the
+    accumulation (same effective batch) and retries the same samples."""
 
     @field_validator("batch_size", "val_every")
     @classmethod
@@ -121,6 +141,26 @@ class TrainSection(_Section):
         if isinstance(v, int) and v < 1:
             raise ValueError("must be at least 1")
         return v
+
+    @model_validator(mode="after")
+    def _effective_batch(self) -> TrainSection:
+        if self.effective_batch is None:
+            return self
+        if self.batch_size == "full":
+            raise ValueError('effective_batch needs a numeric batch_size, not "full"')
+        if self.effective_batch % self.batch_size:
+            raise ValueError(
+                f"effective_batch = {self.effective_batch} is not a multiple of "
+                f"batch_size = {self.batch_size}"
+            )
+        derived = self.effective_batch // self.batch_size
+        if self.accumulate not in (1, derived):  # a resolved config carries both, agreeing
+            raise ValueError(
+                f"effective_batch = {self.effective_batch} with batch_size = {self.batch_size} "
+                f"means accumulate = {derived}, not {self.accumulate}: give one of the two"
+            )
+        self.accumulate = derived
+        return self
 
 
 class OptimSection(_Section):
@@ -175,7 +215,15 @@ class CheckpointSection(_Section):
     """The metric that picks ``best``; default ``val_loss`` (``train_loss`` without validation)."""
     mode: Literal["auto", "min", "max"] = "auto"
     """``auto``: ``max`` for accuracies (``*_acc``), ``min`` for everything else."""
-    policy: Literal["best"] = "best"
+    policy: Literal["best", "grad_norm_peak"] = "best"
+    """``"best"``: best by ``monitor``. ``"grad_norm_peak"``: the first checkpoint after the
+    gradient norm has passed its peak and settled (see :mod:`gradstep.callbacks.grad_norm`)."""
+    window: int = Field(5, ge=2)
+    """grad_norm_peak: logged steps over which the norm must have fallen and settled."""
+    fluctuation: float = Field(0.03, gt=0.0)
+    """grad_norm_peak: largest relative spread ``(max - min) / mean`` of the norm in the window."""
+    loss_ratio: float = Field(0.95, gt=0.0)
+    """grad_norm_peak: the training loss must be below this fraction of its first logged value."""
     on_save_error: Literal["stop", "continue"] = "stop"
     """A failed save (disk full, permission denied): stop the run, or warn and go on."""
 
@@ -187,6 +235,82 @@ class CheckpointSection(_Section):
         return v
 
 
+class ScheduleSection(_Section):
+    """``[schedule]``: the learning rate over training (see :mod:`gradstep.optim`).
+
+    ``interval`` is the unit every length below is counted in, and when the rate changes:
+    after each optimizer ``"step"`` or at each ``"epoch"``'s end. ``plateau`` changes the rate
+    whenever its monitored metric is measured (each validation, or each epoch's end for a
+    ``train_*`` metric), whatever the interval.
+    """
+
+    name: Literal[
+        "none", "step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle", "plateau"
+    ] = "none"
+    interval: Literal["step", "epoch"] = "epoch"
+    step_size: int = Field(10, ge=1)
+    """step: multiply by ``gamma`` every ``step_size`` intervals."""
+    milestones: list[int] = Field(default_factory=lambda: [30, 60, 90])
+    """multistep: multiply by ``gamma`` at each of these intervals."""
+    gamma: float = Field(0.1, gt=0.0)
+    """step, multistep, exponential: the factor."""
+    t_max: int | None = Field(None, ge=1)
+    """cosine, warmup_cosine, onecycle: length in intervals; default: the whole run."""
+    warmup: int | None = Field(None, ge=0)
+    """warmup_cosine: intervals of linear warm-up from 0; default 5 % of ``t_max``."""
+    eta_min: float = Field(0.0, ge=0.0)
+    """cosine, warmup_cosine: the final learning rate."""
+    max_lr: float | None = Field(None, gt=0.0)
+    """onecycle: the peak learning rate; default ``[optim] lr``."""
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0)
+    """onecycle: share of the cycle spent rising."""
+    div_factor: float = Field(25.0, gt=0.0)
+    """onecycle: start at ``max_lr / div_factor``."""
+    final_div_factor: float = Field(1e4, gt=0.0)
+    """onecycle: end at ``max_lr / div_factor / final_div_factor``."""
+    monitor: str | None = None
+    """plateau: the metric watched; default ``val_loss`` (``train_loss`` without validation)."""
+    mode: Literal["auto", "min", "max"] = "auto"
+    factor: float = Field(0.1, gt=0.0, lt=1.0)
+    """plateau: multiply by this when the metric stalls."""
+    patience: int = Field(10, ge=0)
+    """plateau: measurements without improvement before the rate is cut."""
+    threshold: float = Field(1e-4, ge=0.0)
+    """plateau: relative improvement that counts (PyTorch's ``threshold_mode = "rel"``)."""
+    cooldown: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0.0)
+
+
+class EarlyStopSection(_Section):
+    """``[early_stop]``: stop when a metric has not improved for ``patience`` epochs; setting
+    ``patience`` turns it on."""
+
+    monitor: str | None = None
+    """Any metric of the epoch records (``val_loss``, ``train_acc``, ``grad_norm``, ...);
+    default ``val_loss`` (``train_loss`` without validation)."""
+    mode: Literal["auto", "min", "max"] = "auto"
+    patience: int | None = Field(None, ge=1)
+    """Epochs without improvement before training stops; unset: no early stopping."""
+    min_delta: float = Field(0.0, ge=0.0)
+    """The least change that counts as an improvement."""
+    restore_best: bool = True
+    """Put the best weights back into the model at the end (after the final checkpoint, which
+    keeps the true last state so a resume stays exact)."""
+
+
+class HealthSection(_Section):
+    """``[health]``: when the gradient norm counts as exploding or vanishing (reported in the log
+    and ``summary.json``; the run goes on)."""
+
+    explode_norm: float | None = Field(None, gt=0.0)
+    """An absolute norm above which gradients count as exploding."""
+    explode_factor: float = Field(10.0, gt=1.0)
+    """Exploding: a norm this many times the median of the ``window`` steps before it."""
+    vanish_norm: float = Field(1e-6, ge=0.0)
+    """Vanishing: a norm below this for ``window`` steps in a row."""
+    window: int = Field(20, ge=2)
+
+
 class Config(_Section):
     """A whole run's settings. Every field has a default; see each section's docstring."""
 
@@ -195,6 +319,9 @@ class Config(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)
     optim: OptimSection = Field(default_factory=OptimSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)
+    health: HealthSection = Field(default_factory=HealthSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
 
 
@@ -204,6 +331,9 @@ SECTIONS: dict[str, type[_Section]] = {
     "model": ModelSection,
     "train": TrainSection,
     "optim": OptimSection,
+    "schedule": ScheduleSection,
+    "early_stop": EarlyStopSection,
+    "health": HealthSection,
     "checkpoint": CheckpointSection,
 }
 
@@ -221,6 +351,24 @@ _RENAMED = {
     ("checkpoint", "monitor"): "checkpoint_monitor",
     ("checkpoint", "mode"): "checkpoint_mode",
     ("checkpoint", "policy"): "checkpoint_policy",
+    ("checkpoint", "window"): "peak_window",
+    ("checkpoint", "fluctuation"): "peak_fluctuation",
+    ("checkpoint", "loss_ratio"): "peak_loss_ratio",
+    ("schedule", "name"): "schedule",
+    ("schedule", "interval"): "schedule_interval",
+    ("schedule", "monitor"): "schedule_monitor",
+    ("schedule", "mode"): "schedule_mode",
+    ("schedule", "patience"): "schedule_patience",
+    ("schedule", "gamma"): "gamma",
+    ("schedule", "factor"): "schedule_factor",
+    ("schedule", "threshold"): "schedule_threshold",
+    ("schedule", "cooldown"): "schedule_cooldown",
+    ("early_stop", "monitor"): "early_stop_monitor",
+    ("early_stop", "mode"): "early_stop_mode",
+    ("early_stop", "patience"): "patience",
+    ("early_stop", "min_delta"): "min_delta",
+    ("early_stop", "restore_best"): "restore_best",
+    ("health", "window"): "health_window",
 }
 FLAT_KEYS: dict[str, tuple[str, str]] = {}
 for _section, _cls in SECTIONS.items():
@@ -235,6 +383,10 @@ _EXPECTED = {
     ("train", "max_steps"): "a positive integer",
     ("optim", "lr"): "a positive number",
     ("checkpoint", "every"): '"epoch", "never" or a positive number of steps',
+    ("train", "effective_batch"): "a positive integer",
+    ("schedule", "t_max"): "a positive integer",
+    ("schedule", "warmup"): "a non-negative integer",
+    ("early_stop", "patience"): "a positive integer",
 }
 
 

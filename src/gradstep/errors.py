@@ -21,3 +21,8 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest option, or ``""`` if none is close."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN or Inf loss or gradient (``on_nonfinite = "fail"``), or a
+    checkpoint would have held non-finite weights. Names the step. CLI exit status 1."""

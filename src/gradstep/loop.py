@@ -5,9 +5,10 @@ In pseudocode, what :func:`fit_loop` does::
     for epoch in 1..epochs:
         model.train()
         for group of `accumulate` micro-batches (x, y):        # one optimizer step
-            for x, y in group:
+            for x, y in group:                                      # forward_backward
                 out = model(x); loss = loss_fn(out, y)
                 (loss * samples_in_batch / samples_in_group).backward()
+            grad norm, clipping, non-finite check                 # GradMonitor.before_step
             optimizer.step(); optimizer.zero_grad()
             validate if val_every steps are due
             on_step_end                                           # logging, checkpoints, ...
@@ -29,7 +30,7 @@ Speed: no host-device sync per step. Loss and predictions stay on the device in 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,9 @@ class LoopParts:
     val: Any | None
     callbacks: CallbackList
     val_every: int | None = None
+    grads: Any = None  # a GradMonitor: norm, clipping, non-finite check before each step
+    on_oom: str = "fail"
+    warn: Callable[[str], None] = print
 
 
 def _groups(batches: Iterable[Batch], k: int) -> Iterator[list[Batch]]:
@@ -67,6 +71,72 @@ def _groups(batches: Iterable[Batch], k: int) -> Iterator[list[Batch]]:
             group = []
     if group:
         yield group
+
+
+def forward_backward(
+    model: nn.Module, loss_fn: nn.Module, group: list[Batch], n: int, split: int = 1
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The classic lines for one step's micro-batches: forward, loss, backward. Each loss is
+    weighted by its share of the ``n`` samples of the step. ``split > 1`` (after an
+    out-of-memory fallback) runs each micro-batch as that many smaller pieces. Returns
+    ``(loss, output, target)`` of each piece, for the train metrics."""
+    done = []
+    for x, y in group if split == 1 else _pieces(group, split):
+        out = model(x)
+        loss = loss_fn(out, y)
+        (loss if len(y) == n else loss * (len(y) / n)).backward()
+        done.append((loss, out, y))
+    return done
+
+
+def _pieces(group: list[Batch], split: int) -> Iterator[Batch]:
+    for x, y in group:
+        yield from zip(_split(x, split), y.tensor_split(split), strict=True)
+
+
+def _split(x: Any, k: int) -> list[Any]:
+    """``x`` (a tensor, or a tuple / list / dict of tensors) cut into ``k`` along dim 0."""
+    if isinstance(x, torch.Tensor):
+        return list(x.tensor_split(k))
+    if isinstance(x, tuple | list):
+        return [type(x)(parts) for parts in zip(*(_split(v, k) for v in x), strict=True)]
+    if isinstance(x, dict):
+        keys = list(x)
+        cols = [_split(x[key], k) for key in keys]
+        return [dict(zip(keys, parts, strict=True)) for parts in zip(*cols, strict=True)]
+    raise TypeError(f"cannot split a {type(x).__name__} batch for the out-of-memory fallback")
+
+
+def _retry_smaller(p: LoopParts, state: TrainState, group: list[Batch], n: int) -> list:
+    """Out of memory: halve the micro-batch (double the pieces, so the effective batch stays),
+    forget the step's partial gradients, and run the same samples again, until they fit."""
+    smallest = min(len(y) for _, y in group)
+    while True:
+        p.optimizer.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if state.micro_split * 2 > smallest:
+            raise torch.OutOfMemoryError(
+                f"out of memory at step {state.global_step + 1} even with micro-batches of "
+                f"{max(1, smallest // state.micro_split)} samples"
+            )
+        state.micro_split *= 2
+        size = -(-len(group[0][1]) // state.micro_split)
+        event = {
+            "step": state.global_step + 1,
+            "micro_batch": size,
+            "accumulate": state.accumulate * state.micro_split,
+        }
+        state.oom_events.append(event)
+        p.warn(
+            f"out of memory at step {event['step']}: micro-batch now {size} samples, "
+            f"accumulate {event['accumulate']} (the effective batch is unchanged); "
+            "retrying the step"
+        )
+        try:
+            return forward_backward(p.model, p.loss_fn, group, n, state.micro_split)
+        except torch.OutOfMemoryError:
+            continue
 
 
 def fit_loop(p: LoopParts, state: TrainState) -> None:
@@ -106,12 +176,18 @@ def train_epoch(p: LoopParts, state: TrainState) -> None:
 
     for group in _groups(p.train.epoch(state.epoch, start=state.batch), state.accumulate):
         n = len(group[0][1]) if len(group) == 1 else sum(len(y) for _, y in group)
-        for x, y in group:
-            out = model(x)
-            loss = loss_fn(out, y)
-            meter.update(loss, out, y)
-            (loss if len(group) == 1 else loss * (len(y) / n)).backward()
-        optimizer.step()
+        try:
+            done = forward_backward(model, loss_fn, group, n, state.micro_split)
+        except torch.OutOfMemoryError:
+            if p.on_oom != "fallback":
+                raise
+            done = None  # retried below, outside this handler (which holds the failed frames)
+        if done is None:
+            done = _retry_smaller(p, state, group, n)
+        if p.grads is None or p.grads.before_step(state, done):
+            optimizer.step()
+            for loss, out, y in done:
+                meter.update(loss, out, y)
         optimizer.zero_grad(set_to_none=True)
 
         state.batch += len(group)

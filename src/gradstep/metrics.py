@@ -116,3 +116,28 @@ class Meter:
         self._total = None if state["total"] is None else torch.tensor(state["total"], **kw)
         self._window = None if state["window"] is None else torch.tensor(state["window"], **kw)
         self._window_n = state["window_n"]
+
+
+def resolve_monitor(
+    where: str, monitor: str | None, mode: str, task: str, has_val: bool, extra: tuple = ()
+) -> tuple[str, str]:
+    """Check that ``monitor`` is a metric the run logs (``train_loss``, ``val_acc``, ... and
+    ``extra``); resolve ``mode = "auto"`` (max for accuracies, min otherwise). ``where`` names
+    the config key in the error (``"[early_stop] monitor"``). Default monitor: ``val_loss``, or
+    ``train_loss`` without validation."""
+    from gradstep.errors import UserError, did_you_mean
+
+    metric = "mae" if task == "regression" else "acc"
+    prefixes = ("train", "val") if has_val else ("train",)
+    known = [f"{p}_{m}" for p in prefixes for m in ("loss", metric)] + list(extra)
+    if monitor is None:
+        monitor = "val_loss" if has_val else "train_loss"
+    if monitor not in known:
+        hint = "" if has_val or not monitor.startswith("val_") else " (this run has no validation)"
+        raise UserError(
+            f"{where} = {monitor!r}: not a metric this run logs{hint}"
+            f"{did_you_mean(monitor, known)}; it logs {', '.join(known)}"
+        )
+    if mode == "auto":
+        mode = "max" if monitor.endswith("_acc") else "min"
+    return monitor, mode

@@ -112,3 +112,19 @@ def check_batchnorm(model: nn.Module, smallest_batch: int) -> None:
             "[train] batch_size: the model has BatchNorm1d, which fails on a batch of 1 sample in "
             "training; use a larger batch_size, or drop_last = true if only the last batch is 1"
         )
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def accumulation_note(model: nn.Module, accumulate: int, batch_size: int | None) -> str | None:
+    """The one warning accumulation deserves: BatchNorm normalises each micro-batch on its own,
+    so ``batch_size × accumulate`` is not the same as one batch of that size for BN."""
+    if accumulate > 1 and has_batchnorm(model):
+        return (
+            f"gradient accumulation with BatchNorm: BN normalises each micro-batch of {batch_size} "
+            f"samples on its own, so its statistics differ from one batch of "
+            f"{(batch_size or 0) * accumulate} (the gradients are otherwise the same)"
+        )
+    return None

@@ -25,6 +25,8 @@ _SAVED = (
     "in_epoch",
     "should_stop",
     "stop_reason",
+    "micro_split",
+    "oom_events",
 )
 
 
@@ -52,6 +54,14 @@ class TrainState:
     train_metrics: dict[str, float] = field(default_factory=dict)
     val_metrics: dict[str, float] = field(default_factory=dict)
     epoch_time_s: float = 0.0
+    log_values: dict[str, float] = field(default_factory=dict)
+    """Extra values for the next step line (``grad_norm``, ...), filled by callbacks that run
+    before the logger; the logger empties it."""
+    last_log: dict[str, Any] | None = None
+    """The latest step line's record (the logger sets it)."""
+    micro_split: int = 1
+    """Each micro-batch runs as this many pieces (``on_oom = "fallback"`` doubles it)."""
+    oom_events: list[dict[str, int]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property

@@ -77,6 +77,7 @@ def build_summary(
     run_dir: Path | None,
     checkpointer: Any = None,
     resumed_from: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     last = state.history[-1] if state.history else {}
     final = {k: v for k, v in last.items() if k.startswith(("train_", "val_"))}
@@ -110,4 +111,5 @@ def build_summary(
         out["checkpoint_failures"] = list(checkpointer.failures)
     if resumed_from is not None:
         out["resumed_from"] = resumed_from
+    out.update(extra or {})
     return out

@@ -28,21 +28,24 @@ from torch import nn
 
 from gradstep import dist, preflight
 from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
+from gradstep.callbacks.early_stopping import EarlyStopping
+from gradstep.callbacks.grad_norm import GradMonitor
+from gradstep.callbacks.lr_scheduler import LRScheduler
 from gradstep.checkpoint.files import CheckpointError, SaveError
 from gradstep.checkpoint.resume import ResumePlan
 from gradstep.checkpoint.setup import checkpoint_monitor, make_checkpointer, run_fingerprint
 from gradstep.config import Config, config_from_flat, load_config, to_toml
 from gradstep.data import Normalizer, PreparedData, fix_targets, make_batches, prepare_data
 from gradstep.data.convert import to_data
-from gradstep.errors import UserError
+from gradstep.errors import NonFiniteError, UserError
 from gradstep.logging.base import Sink
 from gradstep.logging.console import ConsoleSink, print_summary
 from gradstep.logging.jsonl import JsonlSink
 from gradstep.loop import LoopParts, evaluate_batches, fit_loop, predict_batches
 from gradstep.losses import TASK, build_loss
-from gradstep.metrics import Meter
+from gradstep.metrics import Meter, resolve_monitor
 from gradstep.models import DataShape, build_model
-from gradstep.optim import build_optimizer
+from gradstep.optim import LRSchedule, build_optimizer
 from gradstep.rundir import create_run_dir, write_atomic, write_json
 from gradstep.state import TrainState
 from gradstep.summary import __version__, build_summary
@@ -171,6 +174,9 @@ class Trainer:
         optimizer = build_optimizer(cfg.optim, model.parameters())
         loss_fn = build_loss(cfg.train.loss, cfg.train.label_smoothing)
         monitor = checkpoint_monitor(cfg, task, val_b is not None)
+        schedule, plateau_monitor, stop_monitor = self._controls(
+            cfg, optimizer, task, val_b is not None, len(train_b)
+        )
         if train is not None:
             cfg.data.source = "(python)"
         fingerprint = run_fingerprint(cfg, train_b.batch_size, data.train)
@@ -210,6 +216,32 @@ class Trainer:
         )
         if show_bar and main:
             callbacks.append(ProgressBar(console))
+        grad_monitor = GradMonitor(
+            model,
+            grad_norm=cfg.train.grad_norm,
+            per_layer=cfg.train.grad_norm_per_layer,
+            clip_norm=cfg.train.clip_norm,
+            clip_value=cfg.train.clip_value,
+            on_nonfinite=cfg.train.on_nonfinite,
+            explode_norm=cfg.health.explode_norm,
+            explode_factor=cfg.health.explode_factor,
+            vanish_norm=cfg.health.vanish_norm,
+            window=cfg.health.window,
+            log_every=cfg.train.log_every,
+            warn=warn,
+        )
+        callbacks.insert(0, grad_monitor)  # first: its values go on the logger's lines
+        if schedule is not None:
+            callbacks.append(LRScheduler(schedule, plateau_monitor))
+        stopper = None
+        if cfg.early_stop.patience is not None:
+            stopper = EarlyStopping(
+                *stop_monitor,
+                patience=cfg.early_stop.patience,
+                min_delta=cfg.early_stop.min_delta,
+                restore_best=cfg.early_stop.restore_best,
+            )
+            callbacks.append(stopper)
         checkpointer = None
         if run_dir is not None and cfg.checkpoint.every != "never":
             checkpointer = make_checkpointer(
@@ -224,6 +256,7 @@ class Trainer:
                 base_dir=self.base_dir,
                 monitor=monitor,
                 warn=warn,
+                before_save=grad_monitor.flush,
             )
         callbacks += self.callbacks
         if checkpointer is not None:
@@ -232,6 +265,9 @@ class Trainer:
             callbacks.append(checkpointer)
             checkpointer.snapshot.callbacks = callbacks  # type: ignore[attr-defined]
         self._announce(console, cfg, model, model_name, data, train_b, val_b, device, run_dir)
+        note = preflight.accumulation_note(model, cfg.train.accumulate, train_b.batch_size)
+        if note is not None:
+            warn(note)
         parts = LoopParts(
             model=model,
             optimizer=optimizer,
@@ -241,6 +277,9 @@ class Trainer:
             val=val_b,
             callbacks=CallbackList(callbacks),
             val_every=None if cfg.train.val_every == "epoch" else int(cfg.train.val_every),
+            grads=grad_monitor if grad_monitor.active else None,
+            on_oom=cfg.train.on_oom,
+            warn=warn,
         )
         self.model, self.normalizer, self.device = model, data.normalizer, device
         self._loss_fn, self._task = loss_fn, task
@@ -262,6 +301,10 @@ class Trainer:
             fit_loop(parts, state)
         finally:
             train_time = time.perf_counter() - train_started
+            restored = stopper.restore(model) if stopper is not None else False
+            for cb in self.callbacks:  # a user's own EarlyStopping restores the same way
+                if isinstance(cb, EarlyStopping):
+                    restored = cb.restore(model) or restored
             summary = build_summary(
                 cfg=cfg,
                 state=state,
@@ -277,6 +320,7 @@ class Trainer:
                 run_dir=run_dir,
                 checkpointer=checkpointer,
                 resumed_from=resumed_from,
+                extra=self._health_summary(state, grad_monitor, stopper, schedule, restored),
             )
             if run_dir is not None:
                 write_json(run_dir / "summary.json", summary)
@@ -284,7 +328,61 @@ class Trainer:
         if checkpointer is not None and checkpointer.failures:
             if cfg.checkpoint.on_save_error == "stop":
                 raise SaveError(checkpointer.failures[-1] + "; the run stopped")
+        if grad_monitor.nonfinite_step is not None:
+            raise NonFiniteError(
+                f'{state.stop_reason}: the run stopped (on_nonfinite = "fail"); lower the '
+                "learning rate, clip gradients (clip_norm), or skip such steps "
+                '(on_nonfinite = "skip")'
+            )
         return FitResult(model, state.history, summary, run_dir, cfg)
+
+    def _controls(
+        self,
+        cfg: Config,
+        optimizer: torch.optim.Optimizer,
+        task: str,
+        has_val: bool,
+        batches: int,
+    ) -> tuple[LRSchedule | None, tuple[str, str], tuple[str, str]]:
+        """The schedule and the monitors of plateau and early stopping, checked (before
+        anything is written)."""
+        sc = cfg.schedule
+        plateau = resolve_monitor("[schedule] monitor", sc.monitor, sc.mode, task, has_val)
+        extra = ("lr", "grad_norm") if cfg.train.grad_norm else ("lr",)
+        es = cfg.early_stop
+        stop = resolve_monitor("[early_stop] monitor", es.monitor, es.mode, task, has_val, extra)
+        if cfg.checkpoint.policy == "grad_norm_peak" and not cfg.train.grad_norm:
+            raise UserError('[checkpoint] policy = "grad_norm_peak" needs [train] grad_norm = true')
+        schedule = None
+        if sc.name != "none":
+            steps = -(-batches // cfg.train.accumulate) * cfg.train.epochs
+            if cfg.train.max_steps is not None:
+                steps = min(steps, cfg.train.max_steps)
+            total = steps if sc.interval == "step" else cfg.train.epochs
+            schedule = LRSchedule(sc, optimizer, total)
+        return schedule, plateau, stop
+
+    def _health_summary(
+        self,
+        state: TrainState,
+        monitor: GradMonitor,
+        stopper: EarlyStopping | None,
+        schedule: LRSchedule | None,
+        restored: bool,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"health": monitor.summary()}
+        if state.oom_events:
+            out["health"]["out_of_memory"] = list(state.oom_events)
+        if stopper is not None:
+            out["early_stop"] = stopper.summary()
+        elif restored:
+            out["early_stop"] = {"restored_best": True}
+        if schedule is not None:
+            out["schedule"] = {"name": schedule.cfg.name, "interval": schedule.cfg.interval}
+            out["schedule"]["final_lr"] = state.lr
+            if schedule.cfg.name == "plateau":
+                out["schedule"]["reductions"] = schedule.reductions
+        return out
 
     def _model(
         self, cfg: Config, model: nn.Module | str | None, data: PreparedData, task: str

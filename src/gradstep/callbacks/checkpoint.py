@@ -6,10 +6,15 @@ progress counters, the epoch's running metrics, the history, every callback's ``
 every RNG, and how many bytes of ``metrics.jsonl`` had been written. ``latest`` points at the
 newest; ``best`` at the one whose weights scored best on ``monitor``.
 
-Which checkpoint can be "best": only one taken at the step where the monitored value was measured
-— after a validation for ``val_*``, at an epoch's end for ``train_*`` — so ``best`` holds exactly
-the weights that scored the value (Keras' ``ModelCheckpoint(save_best_only)`` and Lightning's
-``ModelCheckpoint(monitor)`` mean the same; they can attach a stale value to a step checkpoint).
+With ``policy = "grad_norm_peak"`` (``peak=``) best is instead the first checkpoint taken at or
+after the logged step where the gradient norm had passed its peak and settled, with the loss
+down (:func:`gradstep.callbacks.grad_norm.settled_after_peak`); it never changes after that.
+
+Which checkpoint can be "best" by a metric: only one taken at the step where the monitored value
+was measured — after a validation for ``val_*``, at an epoch's end for ``train_*`` — so ``best``
+holds exactly the weights that scored the value (Keras' ``ModelCheckpoint(save_best_only)``
+and Lightning's ``ModelCheckpoint(monitor)`` mean the same; they can attach a stale value to a
+step checkpoint).
 
 A save that fails (disk full, permission denied) is recorded in :attr:`Checkpointer.failures`
 naming the path; the previous checkpoints stay. ``on_save_error = "stop"`` ends the run at the
@@ -23,6 +28,9 @@ Args:
     keep: how many of the newest to keep (best is kept besides).
     monitor / mode: the metric that picks best, and ``"min"`` or ``"max"``.
     snapshot: ``snapshot(state) -> Job`` builds the files of one checkpoint (the trainer's).
+    peak: a :class:`~gradstep.callbacks.grad_norm.GradNormPeak` for ``grad_norm_peak``.
+    before_save: called before each save (the trainer reads the gradient monitor there, so a
+        non-finite step is found first and nothing after it is saved).
 
 Example::
 
@@ -39,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from gradstep.callbacks.base import Callback
+from gradstep.callbacks.grad_norm import GradNormPeak
 from gradstep.checkpoint.writer import CheckpointWriter, Job, Outcome, step_dir_name
 from gradstep.state import TrainState
 
@@ -58,6 +67,8 @@ class Checkpointer(Callback):
         snapshot: Callable[[TrainState, Job], Job],
         background: bool = True,
         warn: Callable[[str], None] | None = None,
+        peak: GradNormPeak | None = None,
+        before_save: Callable[[TrainState], None] | None = None,
     ) -> None:
         self.directory = directory
         self.every, self.monitor, self.mode = every, monitor, mode
@@ -66,6 +77,10 @@ class Checkpointer(Callback):
         self.snapshot = snapshot
         self.writer = CheckpointWriter(directory, keep, background=background)
         self.warn = warn or (lambda msg: print(f"gradstep: warning: {msg}", file=sys.stderr))
+        self.peak = peak  # policy "grad_norm_peak": best is the first checkpoint after it held
+        self.before_save = before_save  # e.g. read the gradient monitor: no save after a NaN
+        if peak is not None:
+            self.monitor, self.mode = "grad_norm_peak", "first"
         # saved state (resume restores it)
         self.best_value: float | None = None
         self.best_step: int | None = None
@@ -100,6 +115,10 @@ class Checkpointer(Callback):
         self.measured["val"] = state.global_step
 
     def on_step_end(self, state: TrainState) -> None:
+        if self.peak is not None:
+            rec = state.last_log
+            if rec is not None and rec["step"] == state.global_step and "grad_norm" in rec:
+                self.peak.observe(state.global_step, rec["grad_norm"], rec["loss"])
         # the per-step cost is this one test; finished writes are collected at each save and
         # epoch end (a failed one stops the run at the next of those)
         if self._every_steps and state.global_step % self._every_steps == 0:
@@ -133,11 +152,20 @@ class Checkpointer(Callback):
         :class:`~gradstep.checkpoint.writer.CheckpointWriter`). A failed earlier write is dealt
         with first, and a run stopping for one writes nothing more."""
         self._collect(self.writer.wait(self.writer.max_pending - 1), state)
+        if self.before_save is not None:
+            self.before_save(state)
         if state.stop_reason == STOP_REASON:
             return
-        value = self._value(state)
+        if state.stop_reason and state.stop_reason.startswith("non-finite"):
+            return  # never a checkpoint of weights after a non-finite step
         name = step_dir_name(state.global_step)
-        best = self._improves(value)
+        if self.peak is not None:
+            reached = self.peak.reached_step
+            best = self.best_name is None and reached is not None and state.global_step >= reached
+            value = self.peak.norms[self.peak.steps.index(reached)] if best else None
+        else:
+            value = self._value(state)
+            best = self._improves(value)
         if best:
             self._claims[name] = (self.best_value, self.best_step, self.best_name)
             self.best_value, self.best_step, self.best_name = value, state.global_step, name
@@ -166,6 +194,7 @@ class Checkpointer(Callback):
             "best_name": self.best_name,
             "measured": dict(self.measured),
             "last_saved_step": self.last_saved_step,
+            "peak": self.peak.state_dict() if self.peak is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -174,3 +203,5 @@ class Checkpointer(Callback):
         self.best_name = state.get("best_name")
         self.measured = dict(state.get("measured", {}))
         self.last_saved_step = state.get("last_saved_step")
+        if self.peak is not None and state.get("peak"):
+            self.peak.load_state_dict(state["peak"])

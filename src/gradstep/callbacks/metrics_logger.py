@@ -39,19 +39,20 @@ class MetricsLogger(Callback):
     def on_step_end(self, state: TrainState) -> None:
         if state.step_in_epoch % self.log_every:
             return
-        self._write(
-            {
-                "kind": "step",
-                "step": state.global_step,
-                "epoch": state.epoch,
-                "batch": state.batch,
-                "loss": state.train_meter.window_loss(),  # the sync, once per log line
-                "lr": state.lr,
-                "epochs": state.epochs,
-                "batches": state.batches_per_epoch,
-                "total_steps": state.total_steps,
-            }
-        )
+        extra, state.log_values = state.log_values, {}
+        state.last_log = record = {
+            "kind": "step",
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "batch": state.batch,
+            "loss": state.train_meter.window_loss(),  # the sync, once per log line
+            "lr": state.lr,
+            "epochs": state.epochs,
+            "batches": state.batches_per_epoch,
+            "total_steps": state.total_steps,
+            **extra,
+        }
+        self._write(record)
 
     def on_validation_end(self, state: TrainState) -> None:
         self._write(

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from gradstep.checkpoint.files import CheckpointError, remove_stale_tmp
+from gradstep.checkpoint.files import CheckpointError, read_tensors, remove_stale_tmp
 from gradstep.checkpoint.load import Checkpoint, load_weights, newest_good, open_checkpoint
 from gradstep.checkpoint.writer import point, step_dirs
 
@@ -146,6 +146,7 @@ def restore(
     callbacks: list[Any],
     device: torch.device,
     new_meter: Any,
+    tensor_states: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Put the rest of the checkpoint's training state into the built run: progress, the
     epoch's running metrics, history, callback states (RNG comes last, separately)."""
@@ -157,9 +158,15 @@ def restore(
         state.train_meter = new_meter()
         state.train_meter.load_state_dict(saved["meter"], device)
     states = saved.get("callbacks", {})
+    tensors = tensor_states or {}
     for key, cb in callback_keys(callbacks).items():
         if key in states:
             cb.load_state_dict(states[key])
+        if hasattr(cb, "load_tensor_state_dict"):
+            prefix = f"{key}/"
+            cb.load_tensor_state_dict(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
 
 
 def callback_keys(callbacks: list[Any]) -> dict[str, Any]:
@@ -226,7 +233,9 @@ class ResumePlan:
         ``resumed_from`` record for ``summary.json``."""
         if self.ckpt is None:
             return {"checkpoint": None, "step": 0}
-        restore(self.saved, **parts)
+        extra = self.ckpt.path / "callbacks.safetensors"
+        tensors = read_tensors(extra) if extra.is_file() else None
+        restore(self.saved, tensor_states=tensors, **parts)
         if checkpointer is not None:
             relink(self.ckpt, checkpointer.best_name)
         state = parts["state"]

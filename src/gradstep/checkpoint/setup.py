@@ -11,28 +11,17 @@ import torch
 
 from gradstep import dist, preflight
 from gradstep.callbacks.checkpoint import Checkpointer
+from gradstep.callbacks.grad_norm import GradNormPeak
 from gradstep.checkpoint.resume import data_fingerprint
 from gradstep.checkpoint.snapshot import RunSnapshot, model_info
 from gradstep.config import Config
-from gradstep.errors import UserError, did_you_mean
+from gradstep.metrics import resolve_monitor
 
 
 def checkpoint_monitor(cfg: Config, task: str, has_val: bool) -> tuple[str, str]:
     """``[checkpoint] monitor`` and ``mode``, resolved and checked against what the run logs."""
-    metric = "mae" if task == "regression" else "acc"
-    prefixes = ("train", "val") if has_val else ("train",)
-    known = [f"{p}_{m}" for p in prefixes for m in ("loss", metric)]
-    monitor = cfg.checkpoint.monitor or ("val_loss" if has_val else "train_loss")
-    if monitor not in known:
-        hint = "" if has_val or not monitor.startswith("val_") else " (this run has no validation)"
-        raise UserError(
-            f"[checkpoint] monitor = {monitor!r}: not a metric this run logs{hint}"
-            f"{did_you_mean(monitor, known)}; it logs {', '.join(known)}"
-        )
-    mode = cfg.checkpoint.mode
-    if mode == "auto":
-        mode = "max" if monitor.endswith("_acc") else "min"
-    return monitor, mode
+    c = cfg.checkpoint
+    return resolve_monitor("[checkpoint] monitor", c.monitor, c.mode, task, has_val)
 
 
 def run_fingerprint(cfg: Config, batch_size: int | None, train_data: Any) -> dict[str, Any]:
@@ -64,6 +53,7 @@ def make_checkpointer(
     base_dir: Path | None,
     monitor: tuple[str, str],
     warn: Callable[[str], None],
+    before_save: Callable[[Any], None] | None = None,
 ) -> Checkpointer:
     """The run's checkpoint callback; give it the run's callbacks (``snapshot.callbacks``)."""
     x, _ = preflight.probe(data.train)
@@ -79,6 +69,7 @@ def make_checkpointer(
         source=cfg.data.source,
         target=cfg.data.target,
     )
+    c = cfg.checkpoint
     metrics_path = run_dir / "metrics.jsonl"
     snapshot = RunSnapshot(
         model, optimizer, info, fingerprint, cfg.model_dump(), base_dir, metrics_path
@@ -92,4 +83,8 @@ def make_checkpointer(
         on_save_error=cfg.checkpoint.on_save_error,
         snapshot=snapshot,
         warn=warn,
+        peak=GradNormPeak(c.window, c.fluctuation, c.loss_ratio)
+        if c.policy == "grad_norm_peak"
+        else None,
+        before_save=before_save,
     )

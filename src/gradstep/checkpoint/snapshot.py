@@ -23,7 +23,7 @@ from gradstep.checkpoint.content import optimizer_state, rng_state
 from gradstep.checkpoint.files import json_bytes, tensors_to_bytes
 from gradstep.checkpoint.resume import callback_keys
 from gradstep.checkpoint.writer import Job
-from gradstep.errors import UserError
+from gradstep.errors import NonFiniteError, UserError
 from gradstep.state import TrainState
 
 
@@ -80,6 +80,34 @@ def model_info(
     }
 
 
+def refuse_nonfinite(
+    model: nn.Module,
+    weights: dict[str, torch.Tensor],
+    opt_tensors: dict[str, torch.Tensor],
+    step: int,
+) -> None:
+    """No checkpoint holds a NaN anywhere, or an Inf outside a buffer (a causal mask's -inf is
+    fine): the same rule loading applies. One host sync for all tensors."""
+    params = {name for name, _ in model.named_parameters()}
+    checks, names = [], []
+    for name, t in weights.items():
+        if t.is_floating_point():
+            checks.append(torch.isfinite(t).all() if name in params else ~torch.isnan(t).any())
+            names.append(f"weight {name}")
+    for name, t in opt_tensors.items():
+        if t.is_floating_point():
+            checks.append(torch.isfinite(t).all())
+            names.append(f"optimizer state {name}")
+    if not checks:
+        return
+    ok = torch.stack([c.to(checks[0].device) for c in checks]).tolist()  # the one sync
+    if not all(ok):
+        bad = names[ok.index(False)]
+        raise NonFiniteError(
+            f"step {step}: {bad} is not finite (NaN or Inf); no checkpoint was written"
+        )
+
+
 @dataclass
 class RunSnapshot:
     model: nn.Module
@@ -96,8 +124,13 @@ class RunSnapshot:
 
     def __call__(self, state: TrainState, job: Job) -> Job:
         opt_tensors, opt_meta = optimizer_state(self.optimizer)
-        callbacks = {}
+        weights = self.model.state_dict()
+        refuse_nonfinite(self.model, weights, opt_tensors, state.global_step)
+        callbacks, cb_tensors = {}, {}
         for key, cb in callback_keys(self.callbacks).items():
+            tensor_state = getattr(cb, "tensor_state_dict", None)
+            if tensor_state is not None:
+                cb_tensors.update({f"{key}/{k}": v for k, v in tensor_state().items()})
             cb_state = cb.state_dict()
             if cb_state:
                 try:
@@ -130,10 +163,12 @@ class RunSnapshot:
         # copy), and the writer thread then runs no torch op at all (one that did would start a
         # second OpenMP team competing with training for the cores)
         job.files = {
-            "model.safetensors": tensors_to_bytes(self.model.state_dict()),
+            "model.safetensors": tensors_to_bytes(weights),
             "optimizer.safetensors": tensors_to_bytes(opt_tensors),
             "model.json": self._info_bytes,
             "state.json": json_bytes(saved),
         }
+        if cb_tensors:
+            job.files["callbacks.safetensors"] = tensors_to_bytes(cb_tensors)
         job.meta = {"step": state.global_step, "epoch": state.epoch, "created": time.time()}
         return job

@@ -1,0 +1,343 @@
+"""The gradient between ``backward()`` and ``optimizer.step()``: its norm, clipping, non-finite
+values, and whether it is exploding or vanishing.
+
+:class:`GradMonitor` is called by the loop right before each optimizer step
+(:meth:`GradMonitor.before_step`) and as a callback at the usual hooks. Per step it only launches
+``torch._foreach_norm`` over the gradients (one call; no host sync) and keeps the per-parameter
+norms on the device. At each log line, epoch end and checkpoint it reads the steps gathered since
+the last read in one sync (:meth:`GradMonitor.flush`), and then:
+
+* logs ``grad_norm`` — the global L2 norm of all gradients *before* clipping, as
+  ``torch.nn.utils.clip_grad_norm_`` computes it — on the step line (and ``grad_norm/<param>``
+  for each parameter with ``grad_norm_per_layer = true``), and the epoch's mean and max on the
+  epoch record;
+* checks gradient health: **exploding** when a norm is above ``[health] explode_norm`` or
+  ``explode_factor`` (10) times the median of the ``window`` (20) steps before it; **vanishing**
+  when the norm stays below ``vanish_norm`` for ``window`` steps in a row. The first step of
+  each is warned about once and kept in ``summary.json`` (``health``); the run goes on;
+* with ``on_nonfinite = "fail"``, finds the first step whose gradient norm is NaN or Inf and
+  stops the run there, naming it (the trainer then raises
+  :class:`~gradstep.errors.NonFiniteError`). This costs no per-step sync, so the run stops at the
+  next log line, epoch end or checkpoint; checkpoints read the monitor first, so none is written
+  after a non-finite step (and the checkpoint snapshot refuses non-finite tensors besides).
+
+``on_nonfinite = "skip"`` must decide before each step, which takes one host sync per step
+(cheap on a CPU, a pipeline stall on a GPU): the step is skipped when the loss or the gradient
+norm is not finite — the weights and optimizer state stay bit-identical, the gradients are
+dropped, the step still counts (its samples were used) — and the skipped steps are counted in
+``summary.json``.
+
+Clipping (``clip_norm``, ``clip_value``) happens here too, after the norm is taken: the logged
+norm is the one before clipping, as in Lightning's and the HF Trainer's logs.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradstep.callbacks.base import Callback
+from gradstep.state import TrainState
+
+MAX_PENDING = 256  # steps kept on the device before a read, whatever log_every is
+
+
+class GradMonitor(Callback):
+    """Args: ``model``; ``grad_norm`` (log the norm); ``per_layer``; ``clip_norm``,
+    ``clip_value``; ``on_nonfinite`` (``"fail"`` or ``"skip"``); the ``[health]`` thresholds
+    ``explode_norm``, ``explode_factor``, ``vanish_norm``, ``window``; ``log_every``; ``warn``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        grad_norm: bool = True,
+        per_layer: bool = False,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        on_nonfinite: str = "fail",
+        explode_norm: float | None = None,
+        explode_factor: float = 10.0,
+        vanish_norm: float = 1e-6,
+        window: int = 20,
+        log_every: int = 50,
+        warn: Callable[[str], None] = print,
+    ) -> None:
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.grad_norm, self.per_layer = grad_norm, per_layer
+        self.clip_norm, self.clip_value = clip_norm, clip_value
+        self.skip = on_nonfinite == "skip"
+        self.explode_norm, self.explode_factor = explode_norm, explode_factor
+        self.vanish_norm, self.window = vanish_norm, window
+        self.log_every = log_every
+        self.warn = warn
+        self.active = grad_norm or clip_norm is not None or clip_value is not None or self.skip
+        """Whether :meth:`before_step` has work to do (the loop skips the call when not)."""
+        self._pending: list[tuple[int, list[torch.Tensor]]] = []
+        self._names: list[str] = []
+        self._last_layers: dict[str, float] = {}
+        # saved state (checkpoints)
+        self.recent: deque[float] = deque(maxlen=window)
+        self.vanish_run: list[float] = []  # [first step, count] of the current run below
+        self.exploding: dict[str, Any] | None = None
+        self.vanishing: dict[str, Any] | None = None
+        self.nonfinite_step: int | None = None
+        self.skipped: list[int] = []
+        self.epoch_sum, self.epoch_max, self.epoch_n = 0.0, 0.0, 0
+        self.last: float | None = None
+
+    # --- called by the loop ---------------------------------------------------------------
+
+    def before_step(self, state: TrainState, done: list[tuple[torch.Tensor, ...]]) -> bool:
+        """After backward, before ``optimizer.step()``: measure, clip, check. False: skip it."""
+        names, grads = [], []
+        for n, p in self.named:
+            if p.grad is not None:
+                names.append(n)
+                grads.append(p.grad)
+        if not grads:
+            return True
+        step = state.global_step + 1  # the step about to happen
+        norms = (
+            torch._foreach_norm(grads) if (self.grad_norm or self.clip_norm or self.skip) else []
+        )
+        total = None
+        if self.clip_norm is not None or self.skip:
+            total = torch.linalg.vector_norm(torch.stack(norms))
+        if self.skip:
+            losses = torch.stack([loss.detach() for loss, *_ in done])
+            finite = torch.isfinite(total) & torch.isfinite(losses).all()
+            if not finite.item():  # sync: the decision is needed before the step (documented)
+                self.skipped.append(step)
+                return False
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(grads, self.clip_norm, total, foreach=True)
+        if self.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(grads, self.clip_value, foreach=True)
+        if norms:
+            if names != self._names:
+                self.flush(state)
+                self._names = names
+            self._pending.append((step, norms))
+            if len(self._pending) >= MAX_PENDING:
+                self.flush(state)
+        return True
+
+    # --- reading and judging --------------------------------------------------------------
+
+    def flush(self, state: TrainState) -> None:
+        """Read the steps gathered since the last call (one host sync) and judge them."""
+        if not self._pending:
+            return
+        steps = [s for s, _ in self._pending]
+        if self._pending[0][1]:
+            flat = torch.stack([t for _, norms in self._pending for t in norms])
+            per_param = flat.view(len(steps), -1).double()
+            totals = torch.linalg.vector_norm(per_param, dim=1)
+            if self.per_layer:
+                rows = torch.cat([totals.unsqueeze(1), per_param[-1:].T], dim=0).flatten()
+                values = rows.tolist()  # the one sync
+                totals_list = values[: len(steps)]
+                self._last_layers = dict(zip(self._names, values[len(steps) :], strict=True))
+            else:
+                totals_list = totals.tolist()  # the one sync
+        else:
+            totals_list = []
+        self._pending = []
+        for step, norm in zip(steps, totals_list, strict=True):
+            self._judge(step, norm, state)
+
+    def _judge(self, step: int, norm: float, state: TrainState) -> None:
+        self.last = norm
+        if not math.isfinite(norm):
+            if self.nonfinite_step is None:
+                self.nonfinite_step = step
+                state.stop(f"non-finite gradient at step {step}")
+            return
+        self.epoch_sum += norm
+        self.epoch_max = max(self.epoch_max, norm)
+        self.epoch_n += 1
+        if self.exploding is None:
+            median = statistics.median(self.recent) if len(self.recent) == self.window else None
+            if self.explode_norm is not None and norm > self.explode_norm:
+                self._found("exploding", step, norm, f"above explode_norm = {self.explode_norm}")
+            elif median is not None and median > 0 and norm > self.explode_factor * median:
+                why = (
+                    f"{norm / median:.1f}x the median {median:.3g} of the {self.window} "
+                    "steps before"
+                )
+                self._found("exploding", step, norm, why)
+        self.recent.append(norm)
+        if norm < self.vanish_norm:
+            if not self.vanish_run:
+                self.vanish_run = [step, 0]
+            self.vanish_run[1] += 1
+            if self.vanishing is None and self.vanish_run[1] >= self.window:
+                why = f"below vanish_norm = {self.vanish_norm:g} for {self.window} steps"
+                self._found("vanishing", int(self.vanish_run[0]), norm, why)
+        else:
+            self.vanish_run = []
+
+    def _found(self, kind: str, step: int, norm: float, why: str) -> None:
+        event = {"step": step, "grad_norm": norm, "why": why}
+        setattr(self, kind, event)
+        self.warn(f"{kind} gradients from step {step}: norm {norm:.4g}, {why}")
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json``'s ``health``."""
+        return {
+            "exploding": self.exploding,
+            "vanishing": self.vanishing,
+            "nonfinite_step": self.nonfinite_step,
+            "skipped_steps": len(self.skipped),
+            "first_skipped": self.skipped[:10],
+            "last_grad_norm": self.last,
+        }
+
+    # --- hooks ----------------------------------------------------------------------------
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step_in_epoch % self.log_every == 0:
+            self.flush(state)
+            if self.grad_norm and self.last is not None:
+                state.log_values["grad_norm"] = self.last
+                for name, value in self._last_layers.items():
+                    state.log_values[f"grad_norm/{name}"] = value
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.flush(state)
+        record = state.history[-1]
+        if self.grad_norm and self.epoch_n:
+            record["grad_norm"] = self.epoch_sum / self.epoch_n
+            record["grad_norm_max"] = self.epoch_max
+        loss = record.get("train_loss")
+        if loss is not None and not math.isfinite(loss) and self.nonfinite_step is None:
+            self.nonfinite_step = state.global_step
+            state.stop(f"non-finite loss in epoch {state.epoch}")
+        self.epoch_sum, self.epoch_max, self.epoch_n = 0.0, 0.0, 0
+
+    def on_fit_end(self, state: TrainState) -> None:
+        self.flush(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "recent": list(self.recent),
+            "vanish_run": list(self.vanish_run),
+            "exploding": self.exploding,
+            "vanishing": self.vanishing,
+            "nonfinite_step": self.nonfinite_step,
+            "skipped": list(self.skipped),
+            "epoch": [self.epoch_sum, self.epoch_max, self.epoch_n],
+            "last": self.last,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent = deque(state.get("recent", []), maxlen=self.window)
+        self.vanish_run = list(state.get("vanish_run", []))
+        self.exploding = state.get("exploding")
+        self.vanishing = state.get("vanishing")
+        self.nonfinite_step = state.get("nonfinite_step")
+        self.skipped = list(state.get("skipped", []))
+        self.epoch_sum, self.epoch_max, self.epoch_n = state.get("epoch", [0.0, 0.0, 0])
+        self.last = state.get("last")
+
+
+# --- the grad_norm_peak checkpoint policy ------------------------------------------------------
+
+
+def settled_after_peak(
+    norms: list[float],
+    losses: list[float],
+    window: int = 5,
+    fluctuation: float = 0.03,
+    loss_ratio: float = 0.95,
+) -> int | None:
+    """The first index ``i`` of a logged series at which the ``grad_norm_peak`` rule holds:
+
+    * the gradient norm has passed its peak: the ``window`` logged norms ending at ``i`` all
+      come after the largest norm logged up to ``i`` (and are below it);
+    * it has settled: over those ``window`` values the relative spread
+      ``(max - min) / mean`` is under ``fluctuation``;
+    * the model has learned: the training loss at ``i`` is below ``loss_ratio`` times the first
+      logged loss.
+
+    Why: early in training the gradient norm typically climbs while the loss falls fastest,
+    peaks, and then comes down and flattens as the model settles into a basin. The first
+    checkpoint after that settling is a stable model that has left its initial phase — a
+    sensible "best" when there is no validation metric to trust, and an early one (later
+    checkpoints mostly refine it or start to overfit). The loss condition keeps a run whose
+    norm only decays from the start, without learning, from qualifying. Returns None if the
+    rule never holds.
+
+    Example::
+
+        settled_after_peak([1, 4, 9, 6, 5.0, 5.05, 5.02, 5.01, 5.0], [2.3] + [1.0] * 8)  # 8
+    """
+    peak_i, peak = -1, -math.inf
+    for i, (norm, loss) in enumerate(zip(norms, losses, strict=True)):
+        if not math.isfinite(norm):
+            continue
+        if norm > peak:
+            peak_i, peak = i, norm
+        start = i - window + 1
+        if start <= peak_i:
+            continue
+        span = norms[start : i + 1]
+        if not all(math.isfinite(v) for v in span):
+            continue
+        mean = sum(span) / window
+        if mean <= 0 or (max(span) - min(span)) / mean >= fluctuation or max(span) >= peak:
+            continue
+        if math.isfinite(loss) and loss < loss_ratio * losses[0]:
+            return i
+    return None
+
+
+class GradNormPeak:
+    """The ``grad_norm_peak`` policy's memory: the logged ``(step, grad_norm, loss)`` series and
+    the step at which :func:`settled_after_peak` first held. The checkpointer makes the first
+    checkpoint at or after that step ``best``."""
+
+    def __init__(self, window: int = 5, fluctuation: float = 0.03, loss_ratio: float = 0.95):
+        self.window, self.fluctuation, self.loss_ratio = window, fluctuation, loss_ratio
+        self.steps: list[int] = []
+        self.norms: list[float] = []
+        self.losses: list[float] = []
+        self.reached_step: int | None = None
+
+    def observe(self, step: int, norm: float, loss: float) -> None:
+        if self.reached_step is not None or (self.steps and step <= self.steps[-1]):
+            return
+        self.steps.append(step)
+        self.norms.append(norm)
+        self.losses.append(loss)
+        i = settled_after_peak(
+            self.norms, self.losses, self.window, self.fluctuation, self.loss_ratio
+        )
+        if i is not None:
+            self.reached_step = self.steps[i]
+
+    def describe(self) -> str:
+        if self.reached_step is None:
+            return "the gradient norm has not passed its peak and settled yet"
+        return f"the gradient norm passed its peak and settled at step {self.reached_step}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "norms": self.norms,
+            "losses": self.losses,
+            "reached_step": self.reached_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = list(state.get("steps", []))
+        self.norms = list(state.get("norms", []))
+        self.losses = list(state.get("losses", []))
+        self.reached_step = state.get("reached_step")
