@@ -18,7 +18,9 @@ import gradstep as gs
 from gradstep.checkpoint import files
 
 # Adam (tensor state), dropout (the global RNG), BatchNorm (buffers), accumulation 3 over 16
-# micro-batches (a trailing group of one), checkpoints every 2 steps (mid-epoch), val_every 5.
+# micro-batches (a trailing group of one), checkpoints every 2 steps (mid-epoch), val_every 5;
+# a per-step warm-up cosine schedule, clipping, the gradient monitor with per-layer norms, and
+# early stopping keeping its best weights (patience too long to stop): their state resumes too.
 SETTINGS = dict(
     source="random",
     n=155,
@@ -38,6 +40,11 @@ SETTINGS = dict(
     checkpoint_keep=10,
     progress=False,
     seed=7,
+    schedule="warmup_cosine",
+    schedule_interval="step",
+    clip_norm=1.0,
+    grad_norm_per_layer=True,
+    patience=50,
 )
 
 

@@ -13,7 +13,7 @@ Example::
 from gradstep.callbacks import Callback
 from gradstep.checkpoint import CheckpointError, SaveError, load_model
 from gradstep.config import Config, load_config
-from gradstep.errors import UserError
+from gradstep.errors import NonFiniteError, UserError
 from gradstep.state import TrainState
 from gradstep.trainer import FitResult, Trainer, __version__
 
@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "Config",
     "FitResult",
+    "NonFiniteError",
     "SaveError",
     "TrainState",
     "Trainer",

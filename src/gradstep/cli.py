@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the folder holding a file.py:Class model's code (default: the working directory)",
     )
 
+    dg = sub.add_parser(
+        "diagnose",
+        help="a plain-language verdict on a run: under/overfitting, instability, BN pitfalls",
+    )
+    dg.add_argument("run_dir", help="the run directory (runs/NAME)")
+
     cv = sub.add_parser(
         "convert",
         help="import a trusted torch.save state_dict (weights_only loading) as a checkpoint",
@@ -142,6 +148,13 @@ def _fit(args: argparse.Namespace) -> int:
     from gradstep.trainer import Trainer
 
     Trainer.from_config(args.config, args.overrides).fit()
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from gradstep.diagnose import diagnose_run, format_verdicts
+
+    print(format_verdicts(diagnose_run(args.run_dir)))
     return 0
 
 
@@ -254,6 +267,7 @@ COMMANDS = {
     "predict": _predict,
     "export": _export,
     "convert": _convert,
+    "diagnose": _diagnose,
 }
 
 

@@ -305,7 +305,8 @@ class HealthSection(_Section):
     explode_norm: float | None = Field(None, gt=0.0)
     """An absolute norm above which gradients count as exploding."""
     explode_factor: float = Field(10.0, gt=1.0)
-    """Exploding: a norm this many times the median of the ``window`` steps before it."""
+    """Exploding: the median norm of the last ``window`` steps this many times the median of
+    the ``window`` steps before them."""
     vanish_norm: float = Field(1e-6, ge=0.0)
     """Vanishing: a norm below this for ``window`` steps in a row."""
     window: int = Field(20, ge=2)

@@ -100,6 +100,9 @@ def build_summary(
             "name": cfg.model.name,
             "args": cfg.model.args,
             "parameters": sum(p.numel() for p in model.parameters()),
+            "batchnorm": any(
+                isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
+            ),
         },
         "seed": cfg.run.seed,
         "device": str(device),

@@ -37,6 +37,7 @@ from gradstep.checkpoint.setup import checkpoint_monitor, make_checkpointer, run
 from gradstep.config import Config, config_from_flat, load_config, to_toml
 from gradstep.data import Normalizer, PreparedData, fix_targets, make_batches, prepare_data
 from gradstep.data.convert import to_data
+from gradstep.diagnose import Verdict, diagnose, format_verdicts, read_run
 from gradstep.errors import NonFiniteError, UserError
 from gradstep.logging.base import Sink
 from gradstep.logging.console import ConsoleSink, print_summary
@@ -322,9 +323,13 @@ class Trainer:
                 resumed_from=resumed_from,
                 extra=self._health_summary(state, grad_monitor, stopper, schedule, restored),
             )
+            verdicts = self._diagnose(state, summary, cfg, run_dir)
+            summary["diagnosis"] = [v.to_dict() for v in verdicts]
             if run_dir is not None:
                 write_json(run_dir / "summary.json", summary)
         print_summary(console, summary, str(run_dir) if run_dir else "(none)")
+        if verdicts:
+            console.print(format_verdicts(verdicts), markup=False, highlight=False, soft_wrap=True)
         if checkpointer is not None and checkpointer.failures:
             if cfg.checkpoint.on_save_error == "stop":
                 raise SaveError(checkpointer.failures[-1] + "; the run stopped")
@@ -361,6 +366,24 @@ class Trainer:
             total = steps if sc.interval == "step" else cfg.train.epochs
             schedule = LRSchedule(sc, optimizer, total)
         return schedule, plateau, stop
+
+    def _diagnose(
+        self, state: TrainState, summary: dict[str, Any], cfg: Config, run_dir: Path | None
+    ) -> list[Verdict]:
+        """The end-of-fit diagnosis (see :mod:`gradstep.diagnose`); never fails the run."""
+        if not state.history:
+            return []
+        steps: list[dict[str, Any]] = []
+        if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
+            try:
+                steps = read_run(run_dir)[1]  # the whole run's step lines, resumes included
+            except UserError:
+                steps = []
+        try:
+            return diagnose(state.history, steps, summary, cfg.model_dump())
+        except Exception as err:  # a finished run must not be lost to its diagnosis
+            _warner(Console())(f"diagnosis failed: {type(err).__name__}: {err}")
+            return []
 
     def _health_summary(
         self,
@@ -516,6 +539,7 @@ class Trainer:
             "train_samples": train_b.num_samples,
             "batches_per_epoch": state.batches_per_epoch,
             "steps_per_epoch": state.steps_per_epoch,
+            "batch_size": train_b.batch_size,
             "effective_batch": (train_b.batch_size or 0) * cfg.train.accumulate * dist.world_size(),
             "normalizer": None
             if data.normalizer is None

@@ -11,9 +11,11 @@ the last read in one sync (:meth:`GradMonitor.flush`), and then:
   ``torch.nn.utils.clip_grad_norm_`` computes it — on the step line (and ``grad_norm/<param>``
   for each parameter with ``grad_norm_per_layer = true``), and the epoch's mean and max on the
   epoch record;
-* checks gradient health: **exploding** when a norm is above ``[health] explode_norm`` or
-  ``explode_factor`` (10) times the median of the ``window`` (20) steps before it; **vanishing**
-  when the norm stays below ``vanish_norm`` for ``window`` steps in a row. The first step of
+* checks gradient health: **exploding** when a norm is above ``[health] explode_norm``, or when
+  the median norm of the last ``window`` (20) steps is ``explode_factor`` (10) times the median
+  of the ``window`` steps before them — sustained growth, not one noisy batch (it began at the
+  first step of the window above that level); **vanishing** when the norm stays below
+  ``vanish_norm`` for ``window`` steps in a row. The first step of
   each is warned about once and kept in ``summary.json`` (``health``); the run goes on;
 * with ``on_nonfinite = "fail"``, finds the first step whose gradient norm is NaN or Inf and
   stops the run there, naming it (the trainer then raises
@@ -83,7 +85,7 @@ class GradMonitor(Callback):
         self._names: list[str] = []
         self._last_layers: dict[str, float] = {}
         # saved state (checkpoints)
-        self.recent: deque[float] = deque(maxlen=window)
+        self.recent: deque[tuple[int, float]] = deque(maxlen=2 * window)
         self.vanish_run: list[float] = []  # [first step, count] of the current run below
         self.exploding: dict[str, Any] | None = None
         self.vanishing: dict[str, Any] | None = None
@@ -96,10 +98,11 @@ class GradMonitor(Callback):
 
     def before_step(self, state: TrainState, done: list[tuple[torch.Tensor, ...]]) -> bool:
         """After backward, before ``optimizer.step()``: measure, clip, check. False: skip it."""
-        names, grads = [], []
+        names, params, grads = [], [], []
         for n, p in self.named:
             if p.grad is not None:
                 names.append(n)
+                params.append(p)
                 grads.append(p.grad)
         if not grads:
             return True
@@ -117,9 +120,9 @@ class GradMonitor(Callback):
                 self.skipped.append(step)
                 return False
         if self.clip_norm is not None:
-            torch.nn.utils.clip_grads_with_norm_(grads, self.clip_norm, total, foreach=True)
+            torch.nn.utils.clip_grads_with_norm_(params, self.clip_norm, total, foreach=True)
         if self.clip_value is not None:
-            torch.nn.utils.clip_grad_value_(grads, self.clip_value, foreach=True)
+            torch.nn.utils.clip_grad_value_(params, self.clip_value, foreach=True)
         if norms:
             if names != self._names:
                 self.flush(state)
@@ -164,16 +167,20 @@ class GradMonitor(Callback):
         self.epoch_max = max(self.epoch_max, norm)
         self.epoch_n += 1
         if self.exploding is None:
-            median = statistics.median(self.recent) if len(self.recent) == self.window else None
             if self.explode_norm is not None and norm > self.explode_norm:
                 self._found("exploding", step, norm, f"above explode_norm = {self.explode_norm}")
-            elif median is not None and median > 0 and norm > self.explode_factor * median:
+        self.recent.append((step, norm))
+        if self.exploding is None and len(self.recent) == 2 * self.window:
+            before = statistics.median(n for _, n in list(self.recent)[: self.window])
+            now = [(s, n) for s, n in list(self.recent)[self.window :]]
+            median_now = statistics.median(n for _, n in now)
+            if before > 0 and median_now > self.explode_factor * before:
+                began = next(s for s, n in now if n > self.explode_factor * before)
                 why = (
-                    f"{norm / median:.1f}x the median {median:.3g} of the {self.window} "
-                    "steps before"
+                    f"the median over {self.window} steps grew {median_now / before:.1f}x, "
+                    f"from {before:.3g} to {median_now:.3g}"
                 )
-                self._found("exploding", step, norm, why)
-        self.recent.append(norm)
+                self._found("exploding", began, median_now, why)
         if norm < self.vanish_norm:
             if not self.vanish_run:
                 self.vanish_run = [step, 0]
@@ -227,7 +234,7 @@ class GradMonitor(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "recent": list(self.recent),
+            "recent": [list(r) for r in self.recent],
             "vanish_run": list(self.vanish_run),
             "exploding": self.exploding,
             "vanishing": self.vanishing,
@@ -238,7 +245,7 @@ class GradMonitor(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.recent = deque(state.get("recent", []), maxlen=self.window)
+        self.recent = deque((tuple(r) for r in state.get("recent", [])), maxlen=2 * self.window)
         self.vanish_run = list(state.get("vanish_run", []))
         self.exploding = state.get("exploding")
         self.vanishing = state.get("vanishing")
