@@ -6,9 +6,10 @@ batch 32, SGD lr 0.01. In one process, warmed up, alternating rounds, we time ea
 * ``hand``: a hand-written loop that slices a pre-shuffled copy of the tensors (the fastest
   plain-PyTorch loop: zero_grad, forward, loss, backward, step; nothing else);
 * ``gradstep``: ``gs.Trainer(...).fit`` with its defaults (progress lines every 50 steps,
-  metrics.jsonl, train loss/accuracy tracked on the device), no validation split, and no
-  checkpoints: this compares loops (the hand-written one saves nothing); what per-epoch
-  checkpoints add is ``bench/checkpoint.py``'s figure;
+  metrics.jsonl, train loss/accuracy tracked on the device), no validation split, no
+  checkpoints and no gradient-norm monitoring: this compares loops doing the same work (the
+  hand-written one saves nothing and measures no gradient); what per-epoch checkpoints add is
+  ``bench/checkpoint.py``'s figure, what monitoring adds ``bench/grad_norm.py``'s;
 * ``dataloader``: the classic ``TensorDataset`` + ``DataLoader(shuffle=True)`` loop, for reference.
 
 The reference loops run inside a callback after each gradstep epoch (outside gradstep's own
@@ -122,6 +123,7 @@ def main() -> None:
             run_dir=tmp,
             callbacks=[inter],
             checkpoint_every="never",  # the loop's cost; bench/checkpoint.py measures saving
+            grad_norm=False,  # the hand loop takes no norm; bench/grad_norm.py measures it
         )
         with contextlib.redirect_stdout(io.StringIO()):  # progress lines written, not shown
             result = trainer.fit(make_model(0), train=(x, y))

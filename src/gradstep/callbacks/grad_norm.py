@@ -14,9 +14,10 @@ the last read in one sync (:meth:`GradMonitor.flush`), and then:
 * checks gradient health: **exploding** when a norm is above ``[health] explode_norm``, or when
   the median norm of the last ``window`` (20) steps is ``explode_factor`` (10) times the median
   of the ``window`` steps before them — sustained growth, not one noisy batch (it began at the
-  first step of the window above that level); **vanishing** when the norm stays below
-  ``vanish_norm`` for ``window`` steps in a row. The first step of
-  each is warned about once and kept in ``summary.json`` (``health``); the run goes on;
+  first step of the window above that level; checked every ``window // 4`` steps);
+  **vanishing** when the norm stays below ``vanish_norm`` for ``window`` steps in a row. The
+  first step of each is warned about once and kept in ``summary.json`` (``health``); the run
+  goes on;
 * with ``on_nonfinite = "fail"``, finds the first step whose gradient norm is NaN or Inf and
   stops the run there, naming it (the trainer then raises
   :class:`~gradstep.errors.NonFiniteError`). This costs no per-step sync, so the run stops at the
@@ -36,7 +37,6 @@ norm is the one before clipping, as in Lightning's and the HF Trainer's logs.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +72,8 @@ class GradMonitor(Callback):
         warn: Callable[[str], None] = print,
     ) -> None:
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named]
+        self.all_names = [n for n, _ in self.named]
         self.grad_norm, self.per_layer = grad_norm, per_layer
         self.clip_norm, self.clip_value = clip_norm, clip_value
         self.skip = on_nonfinite == "skip"
@@ -98,14 +100,16 @@ class GradMonitor(Callback):
 
     def before_step(self, state: TrainState, done: list[tuple[torch.Tensor, ...]]) -> bool:
         """After backward, before ``optimizer.step()``: measure, clip, check. False: skip it."""
-        names, params, grads = [], [], []
-        for n, p in self.named:
-            if p.grad is not None:
-                names.append(n)
-                params.append(p)
-                grads.append(p.grad)
-        if not grads:
-            return True
+        params = self.params
+        grads = [p.grad for p in params]
+        if any(g is None for g in grads):  # rare: parameters unused this step
+            kept = [(n, p) for n, p in self.named if p.grad is not None]
+            if not kept:
+                return True
+            names, params = [n for n, _ in kept], [p for _, p in kept]
+            grads = [p.grad for p in params]
+        else:
+            names = self.all_names
         step = state.global_step + 1  # the step about to happen
         norms = (
             torch._foreach_norm(grads) if (self.grad_norm or self.clip_norm or self.skip) else []
@@ -124,7 +128,7 @@ class GradMonitor(Callback):
         if self.clip_value is not None:
             torch.nn.utils.clip_grad_value_(params, self.clip_value, foreach=True)
         if norms:
-            if names != self._names:
+            if names is not self._names and names != self._names:
                 self.flush(state)
                 self._names = names
             self._pending.append((step, norms))
@@ -153,43 +157,67 @@ class GradMonitor(Callback):
         else:
             totals_list = []
         self._pending = []
-        for step, norm in zip(steps, totals_list, strict=True):
-            self._judge(step, norm, state)
+        self._judge_many(steps, totals_list, state)
 
     def _judge(self, step: int, norm: float, state: TrainState) -> None:
-        self.last = norm
-        if not math.isfinite(norm):
-            if self.nonfinite_step is None:
-                self.nonfinite_step = step
-                state.stop(f"non-finite gradient at step {step}")
+        self._judge_many([step], [norm], state)
+
+    def _judge_many(self, steps: list[int], norms: list[float], state: TrainState) -> None:
+        """The health rules over the steps read at once. The growth rule is checked at windows
+        ending every ``window // 4`` steps (a per-step check of two running medians cost more
+        than the norms themselves; sustained growth lasts a window anyway)."""
+        if not steps:
             return
-        self.epoch_sum += norm
-        self.epoch_max = max(self.epoch_max, norm)
-        self.epoch_n += 1
-        if self.exploding is None:
-            if self.explode_norm is not None and norm > self.explode_norm:
-                self._found("exploding", step, norm, f"above explode_norm = {self.explode_norm}")
-        self.recent.append((step, norm))
-        if self.exploding is None and len(self.recent) == 2 * self.window:
-            before = statistics.median(n for _, n in list(self.recent)[: self.window])
-            now = [(s, n) for s, n in list(self.recent)[self.window :]]
-            median_now = statistics.median(n for _, n in now)
-            if before > 0 and median_now > self.explode_factor * before:
-                began = next(s for s, n in now if n > self.explode_factor * before)
-                why = (
-                    f"the median over {self.window} steps grew {median_now / before:.1f}x, "
-                    f"from {before:.3g} to {median_now:.3g}"
-                )
-                self._found("exploding", began, median_now, why)
-        if norm < self.vanish_norm:
-            if not self.vanish_run:
-                self.vanish_run = [step, 0]
-            self.vanish_run[1] += 1
-            if self.vanishing is None and self.vanish_run[1] >= self.window:
-                why = f"below vanish_norm = {self.vanish_norm:g} for {self.window} steps"
-                self._found("vanishing", int(self.vanish_run[0]), norm, why)
-        else:
-            self.vanish_run = []
+        self.last = norms[-1]
+        if not all(map(math.isfinite, norms)):
+            k = next(i for i, n in enumerate(norms) if not math.isfinite(n))
+            if self.nonfinite_step is None:
+                self.nonfinite_step = steps[k]
+                state.stop(f"non-finite gradient at step {steps[k]}")
+            steps, norms = steps[:k], norms[:k]  # what came after is not judged
+            if not steps:
+                return
+        self.epoch_sum += sum(norms)
+        self.epoch_max = max(self.epoch_max, max(norms))
+        self.epoch_n += len(norms)
+        if self.exploding is None and self.explode_norm is not None:
+            i = next((i for i, n in enumerate(norms) if n > self.explode_norm), None)
+            if i is not None:
+                why = f"above explode_norm = {self.explode_norm}"
+                self._found("exploding", steps[i], norms[i], why)
+        w = self.window
+        old = len(self.recent)
+        all_steps = [s for s, _ in self.recent] + steps
+        all_norms = [n for _, n in self.recent] + norms
+        if self.exploding is None and len(all_norms) >= 2 * w:
+            stride = max(1, w // 4)
+            ends = list(range(max(2 * w - 1, old), len(all_norms), stride))
+            if ends and ends[-1] != len(all_norms) - 1:
+                ends.append(len(all_norms) - 1)
+            for end in ends:
+                now = sorted(all_norms[end - w + 1 : end + 1])[w // 2]
+                before = sorted(all_norms[end - 2 * w + 1 : end - w + 1])[w // 2]
+                if before > 0 and now > self.explode_factor * before:
+                    began = next(
+                        all_steps[i]
+                        for i in range(end - w + 1, end + 1)
+                        if all_norms[i] > self.explode_factor * before
+                    )
+                    why = f"the median over {w} steps grew {now / before:.1f}x, from {before:.3g}"
+                    self._found("exploding", began, now, why)
+                    break
+        self.recent.extend(zip(steps[-2 * w :], norms[-2 * w :], strict=True))
+        if self.vanishing is None or self.vanish_run:
+            for step, norm in zip(steps, norms, strict=True):
+                if norm < self.vanish_norm:
+                    if not self.vanish_run:
+                        self.vanish_run = [step, 0]
+                    self.vanish_run[1] += 1
+                    if self.vanishing is None and self.vanish_run[1] >= w:
+                        why = f"below vanish_norm = {self.vanish_norm:g} for {w} steps"
+                        self._found("vanishing", int(self.vanish_run[0]), norm, why)
+                elif self.vanish_run:
+                    self.vanish_run = []
 
     def _found(self, kind: str, step: int, norm: float, why: str) -> None:
         event = {"step": step, "grad_norm": norm, "why": why}
