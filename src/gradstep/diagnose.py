@@ -114,7 +114,7 @@ def _unstable(steps: list[dict], health: dict[str, Any]) -> Verdict | None:
     )
 
 
-def _overfitting(history: list[dict]) -> Verdict | None:
+def _overfitting(history: list[dict], early_stop: dict[str, Any]) -> Verdict | None:
     full = [h for h in history if not h.get("partial")]
     val = [(h["epoch"], h["val_loss"]) for h in full if isinstance(h.get("val_loss"), float)]
     val = [(e, v) for e, v in val if math.isfinite(v)]
@@ -139,12 +139,18 @@ def _overfitting(history: list[dict]) -> Verdict | None:
     if accs and all(isinstance(a, float) for a in accs[0]):
         tr, va = accs[0]
         evidence.append(f"final train_acc {tr:.1%} against val_acc {va:.1%}")
+    keep = (
+        f"keep the weights of epoch {best_epoch} ([early_stop] patience = 3 with restore_best, "
+        "or the best checkpoint)"
+    )
+    if early_stop.get("restored_best") and early_stop.get("best_epoch") == best_epoch:
+        evidence.append(f"early stopping put the weights of epoch {best_epoch} back at the end")
+        keep = f"the returned model has epoch {best_epoch}'s weights, the ones to use"
     return Verdict(
         "overfitting",
         f"overfitting: validation stopped improving at epoch {best_epoch}",
         evidence,
-        f"keep the weights of epoch {best_epoch} ([early_stop] patience = 3 with restore_best, "
-        "or the best checkpoint), and regularise: weight_decay, dropout, or more data",
+        f"{keep}; to generalise better, regularise: weight_decay, dropout, or more data",
     )
 
 
@@ -256,7 +262,7 @@ def diagnose(
         return [Verdict("unknown", "no complete epoch to judge", [], "train at least one epoch")]
     found = [
         _unstable(steps, summary.get("health") or {}),
-        _overfitting(history),
+        _overfitting(history, summary.get("early_stop") or {}),
     ]
     if found[1] is None:
         found.append(_underfitting(history, steps))
