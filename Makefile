@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup browser run test lint bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,16 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/gradstep fit
 
-test: setup
+# Debian's Chromium, for the report's browser test; where it cannot be had (not root, no apt),
+# that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	    >/dev/null 2>&1; } || \
+	  echo "chromium not installed: the report's browser test will be skipped"
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -29,6 +38,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/checkpoint.py
+	$(BIN)/python bench/grad_norm.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -129,7 +129,12 @@ class _Blocks:
 
 def mnist_share(rounds: int, epochs: int) -> dict[str, float]:
     """The cost of a checkpoint every epoch, as a share of an epoch's training time."""
-    overrides = [f"train.epochs={epochs}", "train.progress=false", "checkpoint.every=epoch"]
+    overrides = [
+        f"train.epochs={epochs}",
+        "train.progress=false",
+        "checkpoint.every=epoch",
+        "log.plots=false",
+    ]
     ratios, sync, epoch_times = [], [], []
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         for r in range(rounds + 1):  # round 0 warms up

@@ -82,6 +82,7 @@ def paired_cost(name: str, epochs: int, **settings: object) -> tuple[float, list
             run_dir=tmp,
             checkpoint_every="never",
             progress=False,
+            plots=False,
             callbacks=[alternate],
             **settings,
         )

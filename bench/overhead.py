@@ -124,6 +124,7 @@ def main() -> None:
             callbacks=[inter],
             checkpoint_every="never",  # the loop's cost; bench/checkpoint.py measures saving
             grad_norm=False,  # the hand loop takes no norm; bench/grad_norm.py measures it
+            plots=False,
         )
         with contextlib.redirect_stdout(io.StringIO()):  # progress lines written, not shown
             result = trainer.fit(make_model(0), train=(x, y))

@@ -10,6 +10,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
+@pytest.fixture(autouse=True)
+def no_plots_by_default(monkeypatch):
+    """Rendering PNGs costs ~0.3 s a run; tests of plots and reports ask for them."""
+    monkeypatch.setattr("gradstep.config.PLOTS_DEFAULT", False)
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():

@@ -45,6 +45,7 @@ SETTINGS = dict(
     clip_norm=1.0,
     grad_norm_per_layer=True,
     patience=50,
+    plots=False,
 )
 
 

@@ -197,3 +197,10 @@ def test_grad_norm_peak_needs_the_norm():
         gs.Trainer(
             source="random", n=32, epochs=1, grad_norm=False, checkpoint_policy="grad_norm_peak"
         ).fit()
+
+
+def test_tiny_late_norms_returning_to_ordinary_are_not_exploding():
+    # large early norms, a near-converged stretch of tiny ones, then ordinary ones again
+    series = [5.0] * 40 + [0.003] * 40 + [0.1] * 40
+    mon, warnings = _judge(series, window=20)
+    assert mon.exploding is None and not warnings

@@ -93,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="the folder holding a file.py:Class model's code (default: the working directory)",
     )
 
+    rp = sub.add_parser(
+        "report", help="plots and a self-contained report.html for a run (readable offline)"
+    )
+    rp.add_argument("run_dir", help="the run directory (runs/NAME)")
+    rp.add_argument("--out", help="the HTML file to write (default: RUN_DIR/report.html)")
+
+    cp = sub.add_parser("compare", help="overlay runs' curves in one figure and tabulate them")
+    cp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
+    cp.add_argument("--out", default="compare.png", help="the figure (default: compare.png)")
+
+    lb = sub.add_parser("lab", help="run a textbook experiment (no name: list them)")
+    lb.add_argument("name", nargs="?", help="batchnorm, gd-variants, accumulation, lr-schedules")
+    lb.add_argument("--out", help="the folder for its plot and table (default: runs/lab-NAME)")
+
     dg = sub.add_parser(
         "diagnose",
         help="a plain-language verdict on a run: under/overfitting, instability, BN pitfalls",
@@ -148,6 +162,49 @@ def _fit(args: argparse.Namespace) -> int:
     from gradstep.trainer import Trainer
 
     Trainer.from_config(args.config, args.overrides).fit()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from gradstep.logging.report import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.out)}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from gradstep.logging.compare import compare_runs
+    from gradstep.logging.console import print_table
+
+    path, rows = compare_runs(args.run_dirs, args.out)
+    print_table(Console(), "gradstep compare", rows)
+    print(f"wrote {path}")
+    return 0
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from gradstep.lab import EXPERIMENTS, run_lab
+    from gradstep.logging.console import print_table
+
+    if args.name is None:
+        print("gradstep lab NAME runs one of:")
+        for e in EXPERIMENTS.values():
+            print(f"  {e.name:<13} {e.about}")
+        return 0
+    out = args.out or f"runs/lab-{args.name}"
+    print(
+        f"gradstep lab {args.name}: {EXPERIMENTS[args.name].about}"
+        if args.name in EXPERIMENTS
+        else "",
+        end="\n" if args.name in EXPERIMENTS else "",
+    )
+    rows = run_lab(args.name, out)
+    print_table(Console(), f"gradstep lab {args.name}", rows)
+    print(f"wrote {out}/{args.name}.png and {out}/{args.name}.md")
     return 0
 
 
@@ -268,6 +325,9 @@ COMMANDS = {
     "export": _export,
     "convert": _convert,
     "diagnose": _diagnose,
+    "report": _report,
+    "compare": _compare,
+    "lab": _lab,
 }
 
 

@@ -312,6 +312,21 @@ class HealthSection(_Section):
     window: int = Field(20, ge=2)
 
 
+PLOTS_DEFAULT = True
+"""``[log] plots``' default. The test suite turns it off (rendering costs ~0.3 s a run)."""
+
+
+class LogSection(_Section):
+    """``[log]``: what the run leaves to look at besides ``metrics.jsonl`` and the console."""
+
+    plots: bool = Field(default_factory=lambda: PLOTS_DEFAULT)
+    """Write ``plots/*.png`` at the end of fit (see :mod:`gradstep.logging.plots`)."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars (``events.out.tfevents.*``) into the run directory."""
+    diagnose: bool = True
+    """Print the diagnosis at the end of fit (it is always stored in ``summary.json``)."""
+
+
 class Config(_Section):
     """A whole run's settings. Every field has a default; see each section's docstring."""
 
@@ -324,6 +339,7 @@ class Config(_Section):
     early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)
     health: HealthSection = Field(default_factory=HealthSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    log: LogSection = Field(default_factory=LogSection)
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -336,6 +352,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "early_stop": EarlyStopSection,
     "health": HealthSection,
     "checkpoint": CheckpointSection,
+    "log": LogSection,
 }
 
 # Flat keyword names of gs.Trainer(...) -> (section, key). A key's own name unless two sections
@@ -370,6 +387,7 @@ _RENAMED = {
     ("early_stop", "min_delta"): "min_delta",
     ("early_stop", "restore_best"): "restore_best",
     ("health", "window"): "health_window",
+    ("log", "diagnose"): "print_diagnosis",
 }
 FLAT_KEYS: dict[str, tuple[str, str]] = {}
 for _section, _cls in SECTIONS.items():

@@ -271,24 +271,29 @@ def diagnose(
     return verdicts or [_healthy(history, steps)]
 
 
+def read_metrics(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The records of a ``metrics.jsonl``, by kind: ``{"step": [...], "val": [...], "epoch":
+    [...]}``. A malformed line is a :class:`UserError` naming the file and line."""
+    out: dict[str, list[dict[str, Any]]] = {"step": [], "val": [], "epoch": []}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise UserError(f"{path}:{number}: not a JSON line") from None
+        if isinstance(record, dict) and record.get("kind") in out:
+            out[record["kind"]].append(record)
+    return out
+
+
 def read_run(run_dir: str | Path) -> tuple[list[dict], list[dict], dict, dict]:
     """``(epoch records, step lines, summary, config)`` of a run directory."""
     run = Path(run_dir)
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         raise UserError(f"{run}: not a run directory (no metrics.jsonl)")
-    history, steps = [], []
-    for number, line in enumerate(metrics.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise UserError(f"{metrics}:{number}: not a JSON line") from None
-        if record.get("kind") == "epoch":
-            history.append(record)
-        elif record.get("kind") == "step":
-            steps.append(record)
+    records = read_metrics(metrics)
     summary: dict[str, Any] = {}
     if (run / "summary.json").is_file():
         try:
@@ -301,7 +306,7 @@ def read_run(run_dir: str | Path) -> tuple[list[dict], list[dict], dict, dict]:
             config = tomllib.loads((run / "config.toml").read_text())
         except tomllib.TOMLDecodeError:
             raise UserError(f"{run / 'config.toml'}: not valid TOML") from None
-    return history, steps, summary, config
+    return records["epoch"], records["step"], summary, config
 
 
 def diagnose_run(run_dir: str | Path) -> list[Verdict]:

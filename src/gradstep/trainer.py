@@ -42,6 +42,7 @@ from gradstep.errors import NonFiniteError, UserError
 from gradstep.logging.base import Sink
 from gradstep.logging.console import ConsoleSink, print_summary
 from gradstep.logging.jsonl import JsonlSink
+from gradstep.logging.tensorboard import TensorBoardSink
 from gradstep.loop import LoopParts, evaluate_batches, fit_loop, predict_batches
 from gradstep.losses import TASK, build_loss
 from gradstep.metrics import Meter, resolve_monitor
@@ -211,6 +212,9 @@ class Trainer:
         sinks: list[Sink] = [ConsoleSink(console)]
         if run_dir is not None:
             sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
+            if cfg.log.tensorboard:
+                resumed_step = plan.ckpt.step if plan is not None and plan.ckpt else None
+                sinks.append(TensorBoardSink(run_dir, resumed_step))
         callbacks: list[Callback] = [MetricsLogger(sinks, cfg.train.log_every)]
         show_bar = cfg.train.progress is True or (
             cfg.train.progress == "auto" and console.is_terminal
@@ -327,8 +331,10 @@ class Trainer:
             summary["diagnosis"] = [v.to_dict() for v in verdicts]
             if run_dir is not None:
                 write_json(run_dir / "summary.json", summary)
+        if run_dir is not None and cfg.log.plots and state.history:
+            self._plots(run_dir, warn)
         print_summary(console, summary, str(run_dir) if run_dir else "(none)")
-        if verdicts:
+        if verdicts and cfg.log.diagnose:
             console.print(format_verdicts(verdicts), markup=False, highlight=False, soft_wrap=True)
         if checkpointer is not None and checkpointer.failures:
             if cfg.checkpoint.on_save_error == "stop":
@@ -366,6 +372,17 @@ class Trainer:
             total = steps if sc.interval == "step" else cfg.train.epochs
             schedule = LRSchedule(sc, optimizer, total)
         return schedule, plateau, stop
+
+    @staticmethod
+    def _plots(run_dir: Path, warn: Callable[[str], None]) -> None:
+        """``plots/*.png`` (see :mod:`gradstep.logging.plots`); a plotting problem is a warning,
+        never a lost run."""
+        from gradstep.logging.plots import write_plots
+
+        try:
+            write_plots(run_dir)
+        except Exception as err:
+            warn(f"plots not written: {type(err).__name__}: {err}")
 
     def _diagnose(
         self, state: TrainState, summary: dict[str, Any], cfg: Config, run_dir: Path | None

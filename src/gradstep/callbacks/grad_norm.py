@@ -13,8 +13,10 @@ the last read in one sync (:meth:`GradMonitor.flush`), and then:
   epoch record;
 * checks gradient health: **exploding** when a norm is above ``[health] explode_norm``, or when
   the median norm of the last ``window`` (20) steps is ``explode_factor`` (10) times the median
-  of the ``window`` steps before them — sustained growth, not one noisy batch (it began at the
-  first step of the window above that level; checked every ``window // 4`` steps);
+  of the ``window`` steps before them and above any window median the run had before —
+  sustained growth to a level never seen, not one noisy batch, nor a near-converged model's tiny
+  norms returning to ordinary ones (it began at the first step of the window above that level;
+  checked every ``window // 4`` steps);
   **vanishing** when the norm stays below ``vanish_norm`` for ``window`` steps in a row. The
   first step of each is warned about once and kept in ``summary.json`` (``health``); the run
   goes on;
@@ -95,6 +97,7 @@ class GradMonitor(Callback):
         self.skipped: list[int] = []
         self.epoch_sum, self.epoch_max, self.epoch_n = 0.0, 0.0, 0
         self.last: float | None = None
+        self.peak_median: float | None = None
 
     # --- called by the loop ---------------------------------------------------------------
 
@@ -197,7 +200,11 @@ class GradMonitor(Callback):
             for end in ends:
                 now = sorted(all_norms[end - w + 1 : end + 1])[w // 2]
                 before = sorted(all_norms[end - 2 * w + 1 : end - w + 1])[w // 2]
-                if before > 0 and now > self.explode_factor * before:
+                highest = max(self.peak_median or before, before)
+                self.peak_median = max(highest, now)
+                # growth from a tiny late-training norm back to an ordinary one is no explosion:
+                # the new level must also pass every median the run has had before
+                if before > 0 and now > self.explode_factor * before and now > highest:
                     began = next(
                         all_steps[i]
                         for i in range(end - w + 1, end + 1)
@@ -270,6 +277,7 @@ class GradMonitor(Callback):
             "skipped": list(self.skipped),
             "epoch": [self.epoch_sum, self.epoch_max, self.epoch_n],
             "last": self.last,
+            "peak_median": self.peak_median,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -281,6 +289,7 @@ class GradMonitor(Callback):
         self.skipped = list(state.get("skipped", []))
         self.epoch_sum, self.epoch_max, self.epoch_n = state.get("epoch", [0.0, 0.0, 0])
         self.last = state.get("last")
+        self.peak_median = state.get("peak_median")
 
 
 # --- the grad_norm_peak checkpoint policy ------------------------------------------------------

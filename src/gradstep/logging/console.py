@@ -88,3 +88,23 @@ def print_summary(console: Console, summary: dict[str, Any], run_dir: str) -> No
             highlight=False,
         )
         console.print(f"Run directory: {run_dir}", soft_wrap=True, markup=False, highlight=False)
+
+
+def print_table(console: Console, title: str, rows: list[dict[str, str]]) -> None:
+    """Rows of equal keys: a rich table on a terminal, aligned plain text otherwise."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    if console.is_terminal:
+        table = Table(title=title)
+        for c in cols:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*(r[c] for c in cols))
+        console.print(table)
+        return
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
+    lines = [title, "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(r[c].ljust(w) for c, w in zip(cols, widths, strict=True)) for r in rows]
+    for line in lines:
+        console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
