@@ -133,6 +133,16 @@ def _num(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else "—"
 
 
+def _row(run: Run, first: str, **extra: str) -> dict[str, str]:
+    """A table row: ``first`` (the column naming the setup), then ``extra`` columns around the
+    final train loss and test accuracy every experiment reports."""
+    last = run.history[-1]
+    row = {first: run.label, **extra}
+    row["final train loss"] = _num(last["train_loss"])
+    row["final test accuracy"] = _pct(last.get("val_acc"))
+    return row
+
+
 def _best_acc(run: Run) -> str:
     scored = [h for h in run.history if isinstance(h.get("val_acc"), float)]
     if not scored:
@@ -170,9 +180,7 @@ def lab_batchnorm(out: Path) -> list[dict[str, str]]:
     )
     return [
         {
-            "model": run.label,
-            "final train loss": _num(run.history[-1]["train_loss"]),
-            "final test accuracy": _pct(run.history[-1].get("val_acc")),
+            **_row(run, "model"),
             "best test accuracy": _best_acc(run),
             "epochs": str(len(run.history)),
             "time": f"{run.seconds:.1f} s",
@@ -211,10 +219,7 @@ def lab_gd_variants(out: Path) -> list[dict[str, str]]:
     )
     return [
         {
-            "method": run.label,
-            "updates made": str(run.summary["global_step"]),
-            "final train loss": _num(run.history[-1]["train_loss"]),
-            "final test accuracy": _pct(run.history[-1].get("val_acc")),
+            **_row(run, "method", **{"updates made": str(run.summary["global_step"])}),
             "train time": f"{sum(h['time_s'] for h in run.history):.1f} s",
         }
         for run in runs
@@ -251,11 +256,14 @@ def lab_accumulation(out: Path) -> list[dict[str, str]]:
     )
     return [
         {
-            "setup": run.label,
-            "updates made": str(run.summary["global_step"]),
-            "effective batch": str(run.summary["data"]["effective_batch"]),
-            "final train loss": _num(run.history[-1]["train_loss"]),
-            "final test accuracy": _pct(run.history[-1].get("val_acc")),
+            **_row(
+                run,
+                "setup",
+                **{
+                    "updates made": str(run.summary["global_step"]),
+                    "effective batch": str(run.summary["data"]["effective_batch"]),
+                },
+            ),
             "max |weight difference|": f"{diff:.2e}",
         }
         for run in (big, acc)
@@ -292,15 +300,7 @@ def lab_lr_schedules(out: Path) -> list[dict[str, str]]:
             ("epoch", "train_loss", "train loss per epoch"),
         ],
     )
-    return [
-        {
-            "schedule": run.label,
-            "final lr": f"{run.history[-1]['lr']:.4g}",
-            "final train loss": _num(run.history[-1]["train_loss"]),
-            "final test accuracy": _pct(run.history[-1].get("val_acc")),
-        }
-        for run in runs
-    ]
+    return [_row(run, "schedule", **{"final lr": f"{run.history[-1]['lr']:.4g}"}) for run in runs]
 
 
 @dataclass
