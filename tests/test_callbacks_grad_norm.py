@@ -204,3 +204,24 @@ def test_tiny_late_norms_returning_to_ordinary_are_not_exploding():
     series = [5.0] * 40 + [0.003] * 40 + [0.1] * 40
     mon, warnings = _judge(series, window=20)
     assert mon.exploding is None and not warnings
+
+
+def test_the_incremental_policy_agrees_with_the_rule_on_random_series():
+    import random
+
+    from gradstep.callbacks.grad_norm import GradNormPeak
+
+    rng = random.Random(0)
+    reached = 0
+    for _ in range(300):
+        n = rng.randint(3, 40)
+        norms = [rng.choice([rng.uniform(0.5, 3.0), 2.0, 2.01, float("nan")]) for _ in range(n)]
+        losses = [2.0 - 1.5 * i / n for i in range(n)]
+        window = rng.randint(2, 5)
+        expected = settled_after_peak(norms, losses, window, 0.03, 0.95)
+        peak = GradNormPeak(window, 0.03, 0.95)
+        for i, (norm, loss) in enumerate(zip(norms, losses, strict=True)):
+            peak.observe(10 * (i + 1), norm, loss)
+        assert peak.reached_step == (None if expected is None else 10 * (expected + 1))
+        reached += expected is not None
+    assert reached > 20  # the series reach the rule often enough to mean something

@@ -114,3 +114,7 @@ def test_the_command_prints_the_verdict_and_refuses_a_non_run(runs, tmp_path, ca
 def test_too_little_to_judge_says_so(history):
     verdicts = diagnose(history)
     assert len(verdicts) == 1 and verdicts[0].kind in ("unknown", "healthy")
+
+
+def test_one_epoch_without_step_lines_is_not_called_underfitting():
+    assert [v.kind for v in diagnose([{"epoch": 1, "train_loss": 0.7}])] == ["healthy"]

@@ -85,3 +85,10 @@ def test_headless_chromium_shows_the_name_the_final_metrics_and_every_image(repo
 def test_report_of_a_folder_that_is_no_run_exits_2(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_an_unwritable_report_path_is_one_line(report, tmp_path, capsys):
+    r, _ = report
+    assert main(["report", str(r.run_dir), "--out", str(tmp_path / "missing" / "x.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0]

@@ -91,3 +91,9 @@ def test_a_resumed_run_shows_each_step_once(runs):
     assert len(list(run.glob("events.out.tfevents.*"))) == 2
     steps = [step for step, _ in _scalars(run)["train/loss"]]
     assert steps == list(range(1, 21))
+
+
+def test_values_beyond_float32_are_written_as_infinity():
+    from gradstep.logging.tensorboard import _summary
+
+    assert _summary({"a": 1e39, "b": -1e39}).count(b"\x00\x00\x80\x7f") == 1  # +inf as float32

@@ -190,3 +190,52 @@ def test_the_command_line_reports_a_nonfinite_run_in_one_line(tmp_path, capsys):
     assert main(["fit", str(cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "non-finite" in err[0] and "Traceback" not in err[0]
+
+
+def test_after_a_fallback_short_batches_are_cut_into_fewer_pieces_never_empty(runs):
+    # 130 samples, batch 32: the last micro-batch has 2; micro-batches end up as pieces of 8
+    data = _data(130)
+    clean = _fit(runs, model=OOMAbove(10_000), data=data, batch_size=32, epochs=2)
+    fell = _fit(runs, model=OOMAbove(8), data=data, batch_size=32, on_oom="fallback", epochs=2)
+    assert all(h["train_loss"] == h["train_loss"] for h in fell.history)  # no NaN from a piece
+    assert fell.summary["health"]["skipped_steps"] == 0
+    for a, c in zip(clean.model.parameters(), fell.model.parameters(), strict=True):
+        assert (a - c).abs().max() <= 1e-5
+
+
+def test_a_nonfinite_step_near_max_steps_still_fails_naming_it(runs):
+    trainer = gs.Trainer(
+        epochs=3,
+        max_steps=6,
+        batch_size=16,
+        optimizer="sgd",
+        val_split=0.0,
+        normalize=False,
+        progress=False,
+        run_dir=str(runs),
+        log_every=100,
+        checkpoint_every=2,
+    )
+    with pytest.raises(gs.NonFiniteError, match="non-finite gradient at step 4"):
+        trainer.fit(PoisonAt(4), train=_data(103))
+    run = next(runs.iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == "non-finite gradient at step 4"
+    assert [p.name for p in sorted((run / "checkpoints").glob("step-*"))] == ["step-000002"]
+
+
+def test_effective_batch_never_exceeds_the_epoch(runs):
+    r = _fit(runs, batch_size="full", accumulate=2, epochs=1)
+    assert r.summary["data"]["effective_batch"] == 103
+
+
+def test_out_of_memory_on_the_command_line_is_one_line(tmp_path, capsys, monkeypatch):
+    from gradstep import cli
+
+    def oom(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setitem(cli.COMMANDS, "fit", oom)
+    assert cli.main(["fit"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "on_oom" in err[0] and "out of memory" in err[0]

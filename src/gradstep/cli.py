@@ -348,6 +348,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SaveError, NonFiniteError) as err:
         print(f"gradstep: error: {err}", file=sys.stderr)
         return 1
+    except RuntimeError as err:
+        import torch
+
+        if not isinstance(err, torch.OutOfMemoryError):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+        print(
+            f"gradstep: error: {first}; lower [train] batch_size, or set "
+            '[train] on_oom = "fallback" to halve micro-batches and keep the effective batch',
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("gradstep: interrupted", file=sys.stderr)
         return 130

@@ -163,7 +163,8 @@ def _underfitting(history: list[dict], steps: list[dict]) -> Verdict | None:
     start = first_logged[0] if first_logged else train[0]
     end = train[-1]
     evidence, why = [], ""
-    if start > 0 and end > start * (1 - LEARNED):
+    measured_twice = bool(first_logged) or len(train) > 1  # else start and end are one value
+    if measured_twice and start > 0 and end > start * (1 - LEARNED):
         evidence.append(
             f"train_loss fell only {_pct(max(0.0, 1 - end / start))}: {start:.4g} -> {end:.4g}"
         )
@@ -211,7 +212,7 @@ def _batchnorm(summary: dict[str, Any], config: dict[str, Any]) -> Verdict | Non
                 f"the last batch of every epoch has {last} sample(s) ({n} samples, batch {batch}): "
                 "BatchNorm normalises it with statistics from those alone"
             )
-    if train_cfg.get("accumulate", 1) > 1:
+    if train_cfg.get("accumulate", 1) > 1 and data.get("batches_per_epoch", 2) > 1:
         evidence.append(
             f"accumulate {train_cfg['accumulate']}: BatchNorm sees micro-batches of {batch}, "
             "not the effective batch"

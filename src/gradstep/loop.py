@@ -74,14 +74,15 @@ def _groups(batches: Iterable[Batch], k: int) -> Iterator[list[Batch]]:
 
 
 def forward_backward(
-    model: nn.Module, loss_fn: nn.Module, group: list[Batch], n: int, split: int = 1
+    model: nn.Module, loss_fn: nn.Module, group: list[Batch], n: int, piece: int | None = None
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The classic lines for one step's micro-batches: forward, loss, backward. Each loss is
-    weighted by its share of the ``n`` samples of the step. ``split > 1`` (after an
-    out-of-memory fallback) runs each micro-batch as that many smaller pieces. Returns
+    weighted by its share of the ``n`` samples of the step. ``piece`` (after an out-of-memory
+    fallback) runs each micro-batch as equal pieces of at most that many samples (a short
+    micro-batch is cut into fewer pieces, never into empty ones). Returns
     ``(loss, output, target)`` of each piece, for the train metrics."""
     done = []
-    for x, y in group if split == 1 else _pieces(group, split):
+    for x, y in group if piece is None else _pieces(group, piece):
         out = model(x)
         loss = loss_fn(out, y)
         (loss if len(y) == n else loss * (len(y) / n)).backward()
@@ -89,9 +90,10 @@ def forward_backward(
     return done
 
 
-def _pieces(group: list[Batch], split: int) -> Iterator[Batch]:
+def _pieces(group: list[Batch], piece: int) -> Iterator[Batch]:
     for x, y in group:
-        yield from zip(_split(x, split), y.tensor_split(split), strict=True)
+        k = -(-len(y) // piece)
+        yield from zip(_split(x, k), y.tensor_split(k), strict=True)
 
 
 def _split(x: Any, k: int) -> list[Any]:
@@ -107,21 +109,26 @@ def _split(x: Any, k: int) -> list[Any]:
     raise TypeError(f"cannot split a {type(x).__name__} batch for the out-of-memory fallback")
 
 
+def _piece(regular: int, split: int) -> int | None:
+    """Samples per piece once micro-batches of ``regular`` are cut ``split`` ways."""
+    return None if split == 1 else -(-regular // split)
+
+
 def _retry_smaller(p: LoopParts, state: TrainState, group: list[Batch], n: int) -> list:
     """Out of memory: halve the micro-batch (double the pieces, so the effective batch stays),
     forget the step's partial gradients, and run the same samples again, until they fit."""
-    smallest = min(len(y) for _, y in group)
+    regular = p.train.batch_size  # the configured micro-batch (the full set for batch GD)
     while True:
         p.optimizer.zero_grad(set_to_none=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        if state.micro_split * 2 > smallest:
+        if state.micro_split * 2 > regular:
             raise torch.OutOfMemoryError(
                 f"out of memory at step {state.global_step + 1} even with micro-batches of "
-                f"{max(1, smallest // state.micro_split)} samples"
+                f"{_piece(regular, state.micro_split)} samples"
             )
         state.micro_split *= 2
-        size = -(-len(group[0][1]) // state.micro_split)
+        size = _piece(regular, state.micro_split)
         event = {
             "step": state.global_step + 1,
             "micro_batch": size,
@@ -134,7 +141,7 @@ def _retry_smaller(p: LoopParts, state: TrainState, group: list[Batch], n: int) 
             "retrying the step"
         )
         try:
-            return forward_backward(p.model, p.loss_fn, group, n, state.micro_split)
+            return forward_backward(p.model, p.loss_fn, group, n, size)
         except torch.OutOfMemoryError:
             continue
 
@@ -148,11 +155,11 @@ def fit_loop(p: LoopParts, state: TrainState) -> None:
             train_epoch(p, state)
         if not state.should_stop:
             state.stop_reason = "completed"
+        p.callbacks.on_fit_end(state)  # inside: a failing final save still closes the writer
     except BaseException as exc:
         state.stop_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
         p.callbacks.on_exception(state, exc)
         raise
-    p.callbacks.on_fit_end(state)
 
 
 def train_epoch(p: LoopParts, state: TrainState) -> None:
@@ -173,17 +180,19 @@ def train_epoch(p: LoopParts, state: TrainState) -> None:
     validated_at = state.global_step if resumed and every and state.global_step % every == 0 else -1
     model.train()
     callbacks.on_epoch_start(state)
+    piece = _piece(p.train.batch_size, state.micro_split)
 
     for group in _groups(p.train.epoch(state.epoch, start=state.batch), state.accumulate):
         n = len(group[0][1]) if len(group) == 1 else sum(len(y) for _, y in group)
         try:
-            done = forward_backward(model, loss_fn, group, n, state.micro_split)
+            done = forward_backward(model, loss_fn, group, n, piece)
         except torch.OutOfMemoryError:
             if p.on_oom != "fallback":
                 raise
             done = None  # retried below, outside this handler (which holds the failed frames)
         if done is None:
             done = _retry_smaller(p, state, group, n)
+            piece = _piece(p.train.batch_size, state.micro_split)
         if p.grads is None or p.grads.before_step(state, done):
             optimizer.step()
             for loss, out, y in done:

@@ -141,22 +141,13 @@ class LRSchedule:
     def observe(self, value: float, mode: str) -> bool:
         """plateau: one measurement of the monitored metric; True if the rate was cut."""
         c = self.cfg
-        if not math.isfinite(value):
-            improved = False
-        elif self.best is None:
-            improved = True
+        # ReduceLROnPlateau's rule, threshold_mode "rel" (NaN never improves)
+        if self.best is None:
+            improved = not math.isnan(value)
         elif mode == "min":
-            improved = (
-                value < self.best * (1 - c.threshold)
-                if self.best > 0
-                else (value < self.best * (1 + c.threshold))
-            )
+            improved = value < self.best * (1 - c.threshold)
         else:
-            improved = (
-                value > self.best * (1 + c.threshold)
-                if self.best > 0
-                else (value > self.best * (1 - c.threshold))
-            )
+            improved = value > self.best * (1 + c.threshold)
         if improved:
             self.best, self.num_bad = value, 0
         else:
@@ -166,9 +157,11 @@ class LRSchedule:
             self.num_bad = 0
         if self.num_bad <= c.patience:
             return False
-        new = [max(lr * c.factor, c.min_lr) for lr in self.lrs]
-        cut = any(old - n > 1e-8 for old, n in zip(self.lrs, new, strict=True))
-        self.lrs = new
+        cut = False
+        for i, old in enumerate(self.lrs):
+            new = max(old * c.factor, c.min_lr)
+            if old - new > 1e-8:  # PyTorch's eps: a smaller change is not made
+                self.lrs[i], cut = new, True
         self.cooldown_counter, self.num_bad = c.cooldown, 0
         self.apply()
         self.reductions += int(cut)

@@ -213,7 +213,9 @@ class Trainer:
         if run_dir is not None:
             sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
             if cfg.log.tensorboard:
-                resumed_step = plan.ckpt.step if plan is not None and plan.ckpt else None
+                resumed_step = None  # a resume, even one that restarts, cuts older events
+                if plan is not None:
+                    resumed_step = plan.ckpt.step if plan.ckpt is not None else 0
                 sinks.append(TensorBoardSink(run_dir, resumed_step))
         callbacks: list[Callback] = [MetricsLogger(sinks, cfg.train.log_every)]
         show_bar = cfg.train.progress is True or (
@@ -261,7 +263,7 @@ class Trainer:
                 base_dir=self.base_dir,
                 monitor=monitor,
                 warn=warn,
-                before_save=grad_monitor.flush,
+                before_save=grad_monitor.safe_to_save,
             )
         callbacks += self.callbacks
         if checkpointer is not None:
@@ -341,8 +343,9 @@ class Trainer:
                 raise SaveError(checkpointer.failures[-1] + "; the run stopped")
         if grad_monitor.nonfinite_step is not None:
             raise NonFiniteError(
-                f'{state.stop_reason}: the run stopped (on_nonfinite = "fail"); lower the '
-                "learning rate, clip gradients (clip_norm), or skip such steps "
+                f"{grad_monitor.nonfinite_reason}: the run stopped "
+                '(on_nonfinite = "fail"); lower the learning rate, clip gradients (clip_norm), '
+                "or skip such steps "
                 '(on_nonfinite = "skip")'
             )
         return FitResult(model, state.history, summary, run_dir, cfg)
@@ -557,7 +560,11 @@ class Trainer:
             "batches_per_epoch": state.batches_per_epoch,
             "steps_per_epoch": state.steps_per_epoch,
             "batch_size": train_b.batch_size,
-            "effective_batch": (train_b.batch_size or 0) * cfg.train.accumulate * dist.world_size(),
+            # samples per optimizer step: no more than an epoch holds (batch GD with accumulate)
+            "effective_batch": min(
+                (train_b.batch_size or 0) * cfg.train.accumulate, train_b.num_samples
+            )
+            * dist.world_size(),
             "normalizer": None
             if data.normalizer is None
             else {k: v.flatten().tolist() for k, v in data.normalizer.state_dict().items()},

@@ -29,8 +29,8 @@ Args:
     monitor / mode: the metric that picks best, and ``"min"`` or ``"max"``.
     snapshot: ``snapshot(state) -> Job`` builds the files of one checkpoint (the trainer's).
     peak: a :class:`~gradstep.callbacks.grad_norm.GradNormPeak` for ``grad_norm_peak``.
-    before_save: called before each save (the trainer reads the gradient monitor there, so a
-        non-finite step is found first and nothing after it is saved).
+    before_save: called before each save; False skips it (the trainer reads the gradient
+        monitor there, so a non-finite step is found first and nothing after it is saved).
 
 Example::
 
@@ -68,7 +68,7 @@ class Checkpointer(Callback):
         background: bool = True,
         warn: Callable[[str], None] | None = None,
         peak: GradNormPeak | None = None,
-        before_save: Callable[[TrainState], None] | None = None,
+        before_save: Callable[[TrainState], bool] | None = None,
     ) -> None:
         self.directory = directory
         self.every, self.monitor, self.mode = every, monitor, mode
@@ -152,17 +152,15 @@ class Checkpointer(Callback):
         :class:`~gradstep.checkpoint.writer.CheckpointWriter`). A failed earlier write is dealt
         with first, and a run stopping for one writes nothing more."""
         self._collect(self.writer.wait(self.writer.max_pending - 1), state)
-        if self.before_save is not None:
-            self.before_save(state)
+        if self.before_save is not None and not self.before_save(state):
+            return  # never a checkpoint of weights after a non-finite step
         if state.stop_reason == STOP_REASON:
             return
-        if state.stop_reason and state.stop_reason.startswith("non-finite"):
-            return  # never a checkpoint of weights after a non-finite step
         name = step_dir_name(state.global_step)
         if self.peak is not None:
             reached = self.peak.reached_step
             best = self.best_name is None and reached is not None and state.global_step >= reached
-            value = self.peak.norms[self.peak.steps.index(reached)] if best else None
+            value = self.peak.reached_norm if best else None
         else:
             value = self._value(state)
             best = self._improves(value)

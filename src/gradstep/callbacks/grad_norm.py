@@ -98,6 +98,7 @@ class GradMonitor(Callback):
         self.epoch_sum, self.epoch_max, self.epoch_n = 0.0, 0.0, 0
         self.last: float | None = None
         self.peak_median: float | None = None
+        self.nonfinite_reason: str | None = None
 
     # --- called by the loop ---------------------------------------------------------------
 
@@ -175,8 +176,7 @@ class GradMonitor(Callback):
         if not all(map(math.isfinite, norms)):
             k = next(i for i, n in enumerate(norms) if not math.isfinite(n))
             if self.nonfinite_step is None:
-                self.nonfinite_step = steps[k]
-                state.stop(f"non-finite gradient at step {steps[k]}")
+                self._nonfinite(state, steps[k], f"non-finite gradient at step {steps[k]}")
             steps, norms = steps[:k], norms[:k]  # what came after is not judged
             if not steps:
                 return
@@ -226,6 +226,19 @@ class GradMonitor(Callback):
                 elif self.vanish_run:
                     self.vanish_run = []
 
+    def _nonfinite(self, state: TrainState, step: int, reason: str) -> None:
+        """Stop the run for a non-finite step; this reason wins over any given before it (a
+        run that also reached max_steps at that moment failed all the same)."""
+        self.nonfinite_step = step
+        self.nonfinite_reason = reason
+        state.should_stop, state.stop_reason = True, reason
+
+    def safe_to_save(self, state: TrainState) -> bool:
+        """Read what is pending; False once a non-finite step has been seen (the checkpointer
+        then writes nothing: the weights after it are not to be kept)."""
+        self.flush(state)
+        return self.nonfinite_step is None
+
     def _found(self, kind: str, step: int, norm: float, why: str) -> None:
         event = {"step": step, "grad_norm": norm, "why": why}
         setattr(self, kind, event)
@@ -260,8 +273,7 @@ class GradMonitor(Callback):
             record["grad_norm_max"] = self.epoch_max
         loss = record.get("train_loss")
         if loss is not None and not math.isfinite(loss) and self.nonfinite_step is None:
-            self.nonfinite_step = state.global_step
-            state.stop(f"non-finite loss in epoch {state.epoch}")
+            self._nonfinite(state, state.global_step, f"non-finite loss in epoch {state.epoch}")
         self.epoch_sum, self.epoch_max, self.epoch_n = 0.0, 0.0, 0
 
     def on_fit_end(self, state: TrainState) -> None:
@@ -274,6 +286,7 @@ class GradMonitor(Callback):
             "exploding": self.exploding,
             "vanishing": self.vanishing,
             "nonfinite_step": self.nonfinite_step,
+            "nonfinite_reason": self.nonfinite_reason,
             "skipped": list(self.skipped),
             "epoch": [self.epoch_sum, self.epoch_max, self.epoch_n],
             "last": self.last,
@@ -286,6 +299,7 @@ class GradMonitor(Callback):
         self.exploding = state.get("exploding")
         self.vanishing = state.get("vanishing")
         self.nonfinite_step = state.get("nonfinite_step")
+        self.nonfinite_reason = state.get("nonfinite_reason")
         self.skipped = list(state.get("skipped", []))
         self.epoch_sum, self.epoch_max, self.epoch_n = state.get("epoch", [0.0, 0.0, 0])
         self.last = state.get("last")
@@ -344,28 +358,42 @@ def settled_after_peak(
 
 
 class GradNormPeak:
-    """The ``grad_norm_peak`` policy's memory: the logged ``(step, grad_norm, loss)`` series and
-    the step at which :func:`settled_after_peak` first held. The checkpointer makes the first
-    checkpoint at or after that step ``best``."""
+    """The ``grad_norm_peak`` policy's memory, fed each logged ``(step, grad_norm, loss)``: the
+    step at which :func:`settled_after_peak`'s rule first held, worked out incrementally (the
+    rule at a point depends only on what came before it, so checking each new point as it
+    arrives gives the same answer) and with bounded state — the first loss, the peak, and the
+    last ``window`` norms. The checkpointer makes the first checkpoint at or after that step
+    ``best``."""
 
     def __init__(self, window: int = 5, fluctuation: float = 0.03, loss_ratio: float = 0.95):
         self.window, self.fluctuation, self.loss_ratio = window, fluctuation, loss_ratio
-        self.steps: list[int] = []
-        self.norms: list[float] = []
-        self.losses: list[float] = []
+        self.count = 0
+        self.last_step: int | None = None
+        self.first_loss: float | None = None
+        self.peak, self.peak_index = -math.inf, -1
+        self.recent: list[float] = []
         self.reached_step: int | None = None
+        self.reached_norm: float | None = None
 
     def observe(self, step: int, norm: float, loss: float) -> None:
-        if self.reached_step is not None or (self.steps and step <= self.steps[-1]):
+        if self.reached_step is not None or (self.last_step is not None and step <= self.last_step):
             return
-        self.steps.append(step)
-        self.norms.append(norm)
-        self.losses.append(loss)
-        i = settled_after_peak(
-            self.norms, self.losses, self.window, self.fluctuation, self.loss_ratio
-        )
-        if i is not None:
-            self.reached_step = self.steps[i]
+        i, self.last_step = self.count, step
+        self.count += 1
+        if self.first_loss is None:
+            self.first_loss = loss
+        if math.isfinite(norm) and norm > self.peak:
+            self.peak, self.peak_index = norm, i
+        self.recent = [*self.recent, norm][-self.window :]
+        if i - self.window + 1 <= self.peak_index or not all(map(math.isfinite, self.recent)):
+            return
+        mean = sum(self.recent) / self.window
+        if mean <= 0 or (max(self.recent) - min(self.recent)) / mean >= self.fluctuation:
+            return
+        if max(self.recent) >= self.peak:
+            return
+        if math.isfinite(loss) and loss < self.loss_ratio * self.first_loss:
+            self.reached_step, self.reached_norm = step, norm
 
     def describe(self) -> str:
         if self.reached_step is None:
@@ -374,14 +402,23 @@ class GradNormPeak:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "steps": self.steps,
-            "norms": self.norms,
-            "losses": self.losses,
+            "count": self.count,
+            "last_step": self.last_step,
+            "first_loss": self.first_loss,
+            "peak": self.peak if math.isfinite(self.peak) else None,
+            "peak_index": self.peak_index,
+            "recent": list(self.recent),
             "reached_step": self.reached_step,
+            "reached_norm": self.reached_norm,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.steps = list(state.get("steps", []))
-        self.norms = list(state.get("norms", []))
-        self.losses = list(state.get("losses", []))
+        self.count = int(state.get("count", 0))
+        self.last_step = state.get("last_step")
+        self.first_loss = state.get("first_loss")
+        peak = state.get("peak")
+        self.peak = -math.inf if peak is None else float(peak)
+        self.peak_index = int(state.get("peak_index", -1))
+        self.recent = list(state.get("recent", []))
         self.reached_step = state.get("reached_step")
+        self.reached_norm = state.get("reached_norm")

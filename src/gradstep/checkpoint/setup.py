@@ -53,7 +53,7 @@ def make_checkpointer(
     base_dir: Path | None,
     monitor: tuple[str, str],
     warn: Callable[[str], None],
-    before_save: Callable[[Any], None] | None = None,
+    before_save: Callable[[Any], bool] | None = None,
 ) -> Checkpointer:
     """The run's checkpoint callback; give it the run's callbacks (``snapshot.callbacks``)."""
     x, _ = preflight.probe(data.train)

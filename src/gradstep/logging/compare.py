@@ -46,7 +46,9 @@ def _row(label: str, history: list[dict], summary: dict[str, Any]) -> dict[str, 
             return "—"
         return f"{v:.2%}" if pct else f"{v:.4g}"
 
-    metric = "val_acc" if "val_acc" in last else "val_mae" if "val_mae" in last else "train_acc"
+    metric = next(
+        (m for m in ("val_acc", "val_mae", "train_acc", "train_mae") if m in last), "train_acc"
+    )
     best_text = "—"
     if best.get("value") is not None:
         monitor = str(best.get("monitor"))
@@ -99,9 +101,6 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, lis
     _finish(loss_ax, "loss per epoch (dashed: train)", "epoch", "loss", drawn_loss)
     label = "accuracy" if metric == "acc" else "mean absolute error"
     _finish(metric_ax, f"{label} per epoch", "epoch", label, drawn_metric)
-    path = Path(out)
-    if path.parent and not path.parent.exists():
-        raise UserError(f"--out {path}: folder {path.parent} does not exist")
-    _save(fig, path)
+    path = _save(fig, Path(out))  # an unwritable place is a one-line UserError
     rows = [_row(lb, h, s) for lb, (h, _, s, _) in zip(labels, loaded, strict=True)]
     return path, rows

@@ -55,7 +55,10 @@ def _figure(ncols: int = 1) -> Any:
 def _save(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    write_atomic(path, buf.getvalue())
+    try:
+        write_atomic(path, buf.getvalue())
+    except OSError as err:
+        raise UserError(f"{path}: cannot write: {err.strerror or err}") from None
     return path
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gradstep.diagnose import Verdict, diagnose, read_run
+from gradstep.errors import UserError
 from gradstep.rundir import write_atomic
 
 CSS = """
@@ -157,5 +158,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     read_run(run)  # a clear error for a folder that is not a run
     plots = write_plots(run)
     path = Path(out) if out is not None else run / "report.html"
-    write_atomic(path, render_report(run, plots))
+    try:
+        write_atomic(path, render_report(run, plots))
+    except OSError as err:
+        raise UserError(f"{path}: cannot write the report: {err.strerror or err}") from None
     return path

@@ -43,6 +43,7 @@ def _crc32c_table() -> list[int]:
 
 
 _TABLE = _crc32c_table()
+F32_MAX = 3.4028234663852886e38
 
 
 def crc32c(data: bytes) -> int:
@@ -89,6 +90,8 @@ def _summary(scalars: dict[str, float]) -> bytes:
     """A ``Summary`` of ``Value(tag=..., simple_value=...)`` entries."""
     values = b""
     for tag, value in scalars.items():
+        if math.isfinite(value) and abs(value) > F32_MAX:  # float32 cannot hold it: Inf
+            value = math.copysign(math.inf, value)
         v = _field_bytes(1, tag.encode()) + b"\x15" + struct.pack("<f", value)
         values += _field_bytes(1, v)
     return values
@@ -131,8 +134,6 @@ class TensorBoardSink(Sink):
         for key, value in record.items():
             if key in skip or isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            if not math.isfinite(value):
-                value = float(value)  # TensorBoard shows NaN / Inf as such
             if kind == "step":
                 tag = key if key.startswith("grad_norm/") else f"train/{key}"
             elif kind == "val":
@@ -150,7 +151,8 @@ class TensorBoardSink(Sink):
         scalars = self._scalars(record)
         if scalars:
             self._f.write(_record(_event(int(record["step"]), summary=_summary(scalars))))
-        if record["kind"] == "epoch":
+            # on disk at once, like metrics.jsonl: a killed run keeps every event it logged
+            # before its checkpoint (the resume drops only what came after)
             self._f.flush()
 
     def close(self) -> None:
