@@ -82,10 +82,11 @@ def forward_backward(
     micro-batch is cut into fewer pieces, never into empty ones). Returns
     ``(loss, output, target)`` of each piece, for the train metrics."""
     done = []
+    whole = piece is None and len(group) == 1  # one micro-batch: its mean is the step's mean
     for x, y in group if piece is None else _pieces(group, piece):
         out = model(x)
         loss = loss_fn(out, y)
-        (loss if len(y) == n else loss * (len(y) / n)).backward()
+        (loss if whole else loss * (len(y) / n)).backward()
         done.append((loss, out, y))
     return done
 

@@ -11,6 +11,7 @@ at once with its name rather than later in the writer.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,24 +88,29 @@ def refuse_nonfinite(
     step: int,
 ) -> None:
     """No checkpoint holds a NaN anywhere, or an Inf outside a buffer (a causal mask's -inf is
-    fine): the same rule loading applies. One host sync for all tensors."""
+    fine): the same rule loading applies. One ``_foreach_norm(inf)`` — each tensor's largest
+    magnitude, NaN if it holds one — and one host sync for all of them; exact, unlike a sum."""
     params = {name for name, _ in model.named_parameters()}
-    checks, names = [], []
+    names, tensors = [], []
     for name, t in weights.items():
-        if t.is_floating_point():
-            checks.append(torch.isfinite(t).all() if name in params else ~torch.isnan(t).any())
-            names.append(f"weight {name}")
+        if t.is_floating_point() and t.numel():
+            names.append((f"weight {name}", name not in params))
+            tensors.append(t.detach())
     for name, t in opt_tensors.items():
-        if t.is_floating_point():
-            checks.append(torch.isfinite(t).all())
-            names.append(f"optimizer state {name}")
-    if not checks:
+        if t.is_floating_point() and t.numel():
+            names.append((f"optimizer state {name}", False))
+            tensors.append(t.detach())
+    if not tensors:
         return
-    ok = torch.stack([c.to(checks[0].device) for c in checks]).tolist()  # the one sync
-    if not all(ok):
-        bad = names[ok.index(False)]
+    peaks = torch._foreach_norm(tensors, float("inf"))
+    values = torch.stack([v.to(peaks[0].device, torch.float64) for v in peaks]).tolist()  # 1 sync
+    for (label, is_buffer), value, t in zip(names, values, tensors, strict=True):
+        if math.isfinite(value):
+            continue
+        if is_buffer and not math.isnan(value) and not bool(torch.isnan(t).any()):
+            continue  # an infinite buffer value (a mask), no NaN
         raise NonFiniteError(
-            f"step {step}: {bad} is not finite (NaN or Inf); no checkpoint was written"
+            f"step {step}: {label} is not finite (NaN or Inf); no checkpoint was written"
         )
 
 
