@@ -239,3 +239,19 @@ def test_out_of_memory_on_the_command_line_is_one_line(tmp_path, capsys, monkeyp
     assert cli.main(["fit"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "on_oom" in err[0] and "out of memory" in err[0]
+
+
+def test_a_snapshot_refuses_nan_anywhere_and_inf_outside_buffers():
+    from gradstep.checkpoint.snapshot import refuse_nonfinite
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    weights = model.state_dict()
+    weights["1.running_mean"] = torch.tensor([0.0, -float("inf")])  # a mask-like buffer: fine
+    refuse_nonfinite(model, weights, {}, 3)
+    for name, bad in (("0.weight", float("inf")), ("1.running_var", float("nan"))):
+        broken = dict(weights)
+        broken[name] = weights[name].clone().fill_(bad)
+        with pytest.raises(gs.NonFiniteError, match=f"step 3: weight {name} is not finite"):
+            refuse_nonfinite(model, broken, {}, 3)
+    with pytest.raises(gs.NonFiniteError, match="optimizer state 0.exp_avg"):
+        refuse_nonfinite(model, weights, {"0.exp_avg": torch.tensor([1.0, float("nan")])}, 3)

