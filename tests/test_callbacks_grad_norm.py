@@ -92,21 +92,24 @@ def test_a_steady_run_has_no_verdict():
     assert mon.exploding is None and mon.vanishing is None and not warnings
 
 
-def test_step_lines_carry_grad_norm_and_per_layer_norms(runs):
-    r = gs.Trainer(
+def _one_epoch(runs, **kw):
+    """64 random samples, batch 16, a step line every 2 steps."""
+    settings = dict(
         source="random",
         n=64,
         val_split=0.0,
         epochs=1,
         batch_size=16,
         log_every=2,
-        grad_norm_per_layer=True,
         run_dir=str(runs),
         progress=False,
         checkpoint_every="never",
-        model="mlp",
-        model_args={"hidden": [8]},
-    ).fit()
+    )
+    return gs.Trainer(**{**settings, **kw}).fit()
+
+
+def test_step_lines_carry_grad_norm_and_per_layer_norms(runs):
+    r = _one_epoch(runs, grad_norm_per_layer=True, model="mlp", model_args={"hidden": [8]})
     lines = [json.loads(s) for s in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [s for s in lines if s["kind"] == "step"]
     assert len(steps) == 2
@@ -120,18 +123,7 @@ def test_step_lines_carry_grad_norm_and_per_layer_norms(runs):
 
 
 def test_grad_norm_off_logs_none(runs):
-    r = gs.Trainer(
-        source="random",
-        n=64,
-        val_split=0.0,
-        epochs=1,
-        batch_size=16,
-        log_every=2,
-        grad_norm=False,
-        run_dir=str(runs),
-        progress=False,
-        checkpoint_every="never",
-    ).fit()
+    r = _one_epoch(runs, grad_norm=False)
     assert "grad_norm" not in r.history[0]
 
 

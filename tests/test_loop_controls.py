@@ -155,8 +155,9 @@ def test_skip_leaves_the_weights_bit_identical_and_counts_the_step(runs):
     assert all(h["train_loss"] == h["train_loss"] for h in r.history)  # no NaN in the metrics
 
 
-def test_fail_stops_naming_the_step_and_writes_no_nonfinite_checkpoint(runs):
-    trainer = gs.Trainer(
+def _sgd_16(runs, **kw) -> gs.Trainer:
+    """Batch 16 of the 103 samples, SGD, checkpoints every 2 steps."""
+    settings = dict(
         epochs=3,
         batch_size=16,
         optimizer="sgd",
@@ -164,9 +165,13 @@ def test_fail_stops_naming_the_step_and_writes_no_nonfinite_checkpoint(runs):
         normalize=False,
         progress=False,
         run_dir=str(runs),
-        log_every=3,
         checkpoint_every=2,
     )
+    return gs.Trainer(**{**settings, **kw})
+
+
+def test_fail_stops_naming_the_step_and_writes_no_nonfinite_checkpoint(runs):
+    trainer = _sgd_16(runs, log_every=3)
     with pytest.raises(gs.NonFiniteError, match="non-finite gradient at step 5"):
         trainer.fit(PoisonAt(5), train=_data(103))
     run = next(runs.iterdir())
@@ -204,18 +209,7 @@ def test_after_a_fallback_short_batches_are_cut_into_fewer_pieces_never_empty(ru
 
 
 def test_a_nonfinite_step_near_max_steps_still_fails_naming_it(runs):
-    trainer = gs.Trainer(
-        epochs=3,
-        max_steps=6,
-        batch_size=16,
-        optimizer="sgd",
-        val_split=0.0,
-        normalize=False,
-        progress=False,
-        run_dir=str(runs),
-        log_every=100,
-        checkpoint_every=2,
-    )
+    trainer = _sgd_16(runs, max_steps=6, log_every=100)
     with pytest.raises(gs.NonFiniteError, match="non-finite gradient at step 4"):
         trainer.fit(PoisonAt(4), train=_data(103))
     run = next(runs.iterdir())
