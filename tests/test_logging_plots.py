@@ -99,3 +99,9 @@ def test_the_summary_is_plain_text_when_not_a_terminal(runs, capsys):
     out = capsys.readouterr().out
     assert "Summary: stop reason completed" in out
     assert "┃" not in out and "│" not in out
+
+
+def test_without_progress_lines_the_grad_norm_plot_uses_the_epochs(runs):
+    r = _run(runs, log_every=1000, plots=True)  # 7 steps an epoch: no progress line at all
+    assert (r.run_dir / "plots" / "grad_norm.png").is_file()
+    assert _is_png_picture(r.run_dir / "plots" / "grad_norm.png")

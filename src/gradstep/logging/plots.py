@@ -7,7 +7,8 @@ and writes PNGs into ``runs/<name>/plots/``:
   line's loss, and each validation);
 * ``accuracy.png`` (``mae.png`` for regression) — train against validation per epoch;
 * ``lr.png`` — the learning rate per step (per epoch when no step line was logged);
-* ``grad_norm.png`` — the gradient norm at each progress line (log scale), with the
+* ``grad_norm.png`` — the gradient norm at each progress line (log scale; each epoch's mean and
+  largest when no epoch had a progress line), with the
   ``[health]`` thresholds, the step where exploding or vanishing gradients began, and the step
   of the chosen ("best") checkpoint marked, when those exist.
 
@@ -120,7 +121,14 @@ def plot_grad_norm(
 ) -> Path:
     fig, (ax,) = _figure()
     xs, ys = _xy(rec["step"], "step", "grad_norm")
-    drawn = _line(ax, xs, ys, "gradient L2 norm (before clipping)", TRAIN)
+    by_step = bool(xs)
+    if by_step:
+        drawn = _line(ax, xs, ys, "gradient L2 norm (before clipping)", TRAIN)
+    else:  # no progress line in any epoch (log_every > steps per epoch): the epochs' norms
+        xs, ys = _xy(rec["epoch"], "epoch", "grad_norm")
+        drawn = _line(ax, xs, ys, "mean over the epoch's steps", TRAIN)
+        hx, hy = _xy(rec["epoch"], "epoch", "grad_norm_max")
+        drawn |= _line(ax, hx, hy, "largest in the epoch", VAL, linestyle="--")
     health = summary.get("health") or {}
     limits = config.get("health", {})
     if drawn:
@@ -134,15 +142,17 @@ def plot_grad_norm(
             ax.axhline(vanish, color="#9467bd", linestyle="--", label=f"vanish_norm {vanish:g}")
         for kind, color in (("exploding", VAL), ("vanishing", "#9467bd")):
             event = health.get(kind)
-            if event:
+            if event and by_step:
                 ax.axvline(event["step"], color=color, linestyle=":", label=f"{kind} from here")
         best = summary.get("best") or {}
-        if best.get("checkpoint") and best.get("step") is not None:
-            ax.axvline(best["step"], color=MARK, linestyle="-.", label="chosen checkpoint")
+        where = best.get("step") if by_step else best.get("epoch")
+        if best.get("checkpoint") and where is not None:
+            ax.axvline(where, color=MARK, linestyle="-.", label="chosen checkpoint")
         clip = config.get("train", {}).get("clip_norm")
         if isinstance(clip, int | float) and low / 10 < clip < high * 10:
             ax.axhline(clip, color="gray", linestyle="--", label=f"clip_norm {clip:g}")
-    _finish(ax, f"{name}: gradient norm", "optimizer step", "global L2 norm", drawn)
+    xlabel = "optimizer step" if by_step else "epoch"
+    _finish(ax, f"{name}: gradient norm", xlabel, "global L2 norm", drawn)
     return _save(fig, path)
 
 
@@ -165,6 +175,6 @@ def write_plots(run_dir: str | Path, out_dir: str | Path | None = None) -> list[
         plot_metric(name, rec, metric, out / f"{'accuracy' if metric == 'acc' else 'mae'}.png"),
         plot_lr(name, rec, out / "lr.png"),
     ]
-    if any("grad_norm" in r for r in rec["step"]):
+    if any("grad_norm" in r for r in rec["step"] + rec["epoch"]):
         paths.append(plot_grad_norm(name, rec, summary, config, out / "grad_norm.png"))
     return paths
