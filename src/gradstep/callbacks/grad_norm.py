@@ -84,6 +84,7 @@ class GradMonitor(Callback):
         self.log_every = log_every
         self.warn = warn
         self.active = grad_norm or clip_norm is not None or clip_value is not None or self.skip
+        self._plain = grad_norm and clip_norm is None and clip_value is None and not self.skip
         """Whether :meth:`before_step` has work to do (the loop skips the call when not)."""
         self._pending: list[tuple[int, list[torch.Tensor]]] = []
         self._names: list[str] = []
@@ -104,6 +105,21 @@ class GradMonitor(Callback):
 
     def before_step(self, state: TrainState, done: list[tuple[torch.Tensor, ...]]) -> bool:
         """After backward, before ``optimizer.step()``: measure, clip, check. False: skip it."""
+        if self._plain:  # monitoring only, the default: one foreach call, nothing else
+            try:
+                norms = torch._foreach_norm([p.grad for p in self.params])
+            except TypeError:  # a parameter without a gradient this step
+                return self._before_step(state, done)
+            if self._names is not self.all_names:
+                self.flush(state)
+                self._names = self.all_names
+            self._pending.append((state.global_step + 1, norms))
+            if len(self._pending) >= MAX_PENDING:
+                self.flush(state)
+            return True
+        return self._before_step(state, done)
+
+    def _before_step(self, state: TrainState, done: list[tuple[torch.Tensor, ...]]) -> bool:
         params = self.params
         grads = [p.grad for p in params]
         if any(g is None for g in grads):  # rare: parameters unused this step
