@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gradstep.errors import UserError
+from gradstep.errors import UserError, first_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not isinstance(err, torch.OutOfMemoryError):
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+        first = first_line(err, "out of memory")
         print(
             f"gradstep: error: {first}; lower [train] batch_size, or set "
             '[train] on_oom = "fallback" to halve micro-batches and keep the effective batch',

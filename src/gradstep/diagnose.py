@@ -38,6 +38,7 @@ import json
 import math
 import statistics
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,28 @@ def read_run(run_dir: str | Path) -> tuple[list[dict], list[dict], dict, dict]:
         except tomllib.TOMLDecodeError:
             raise UserError(f"{run / 'config.toml'}: not valid TOML") from None
     return records["epoch"], records["step"], summary, config
+
+
+def diagnose_fit(
+    history: list[dict[str, Any]],
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    run_dir: Path | None,
+    warn: Callable[[str], None],
+) -> list[Verdict]:
+    """The end-of-fit diagnosis: the trainer's in-memory history and summary, and the whole
+    run's step lines from ``metrics.jsonl`` (resumes included). It never fails the run: a
+    problem here is a warning."""
+    if not history:
+        return []
+    try:
+        steps: list[dict[str, Any]] = []
+        if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
+            steps = read_metrics(run_dir / "metrics.jsonl")["step"]
+        return diagnose(history, steps, summary, config)
+    except Exception as err:  # a finished run must not be lost to its diagnosis
+        warn(f"diagnosis failed: {type(err).__name__}: {err}")
+        return []
 
 
 def diagnose_run(run_dir: str | Path) -> list[Verdict]:

@@ -26,3 +26,10 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
 class NonFiniteError(RuntimeError):
     """Training produced a NaN or Inf loss or gradient (``on_nonfinite = "fail"``), or a
     checkpoint would have held non-finite weights. Names the step. CLI exit status 1."""
+
+
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first line of an exception's message (or ``default``, else its type's name): what a
+    one-line error shows of a library's multi-line message."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else (default or type(err).__name__)

@@ -31,7 +31,7 @@ from torch import nn
 
 from gradstep.checkpoint.load import load_for_inference
 from gradstep.checkpoint.snapshot import normalizer_from_json
-from gradstep.errors import UserError
+from gradstep.errors import UserError, first_line
 from gradstep.rundir import publish, write_atomic
 
 FORMATS = {"pt2": ".pt2", "torchscript": ".torchscript.pt"}
@@ -87,7 +87,7 @@ def export_checkpoint(
         with torch.no_grad():
             wrapped(example)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise UserError(
             f"the model rejects input of shape {tuple(example.shape[1:])}: {first}"
         ) from None

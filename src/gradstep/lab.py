@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from gradstep.errors import UserError, did_you_mean
+from gradstep.logging.console import format_value
 
 
 def circles() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -125,21 +126,13 @@ def _curves(out: Path, name: str, runs: list[Run], panels: list[tuple[str, str, 
     return _save(fig, out / f"{name}.png")
 
 
-def _pct(v: Any) -> str:
-    return f"{v:.2%}" if isinstance(v, float) else "—"
-
-
-def _num(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else "—"
-
-
 def _row(run: Run, first: str, **extra: str) -> dict[str, str]:
     """A table row: ``first`` (the column naming the setup), then ``extra`` columns around the
     final train loss and test accuracy every experiment reports."""
     last = run.history[-1]
     row = {first: run.label, **extra}
-    row["final train loss"] = _num(last["train_loss"])
-    row["final test accuracy"] = _pct(last.get("val_acc"))
+    row["final train loss"] = format_value("loss", last["train_loss"])
+    row["final test accuracy"] = format_value("acc", last.get("val_acc"))
     return row
 
 

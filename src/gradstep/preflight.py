@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from gradstep.data.convert import DataLike
-from gradstep.errors import UserError
+from gradstep.errors import UserError, first_line
 
 
 def probe(data: DataLike) -> tuple[Any, torch.Tensor]:
@@ -59,7 +59,7 @@ def run_probe(model: nn.Module, x: Any, device: torch.device, model_name: str) -
             out = model(xd)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise UserError(f"[model] {model_name!r} rejects input of shape {shape}: {first}") from None
     finally:
         model.train(was_training)

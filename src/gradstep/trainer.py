@@ -28,26 +28,25 @@ from torch import nn
 
 from gradstep import dist, preflight
 from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
-from gradstep.callbacks.early_stopping import EarlyStopping
-from gradstep.callbacks.grad_norm import GradMonitor
-from gradstep.callbacks.lr_scheduler import LRScheduler
 from gradstep.checkpoint.files import CheckpointError, SaveError
 from gradstep.checkpoint.resume import ResumePlan
 from gradstep.checkpoint.setup import checkpoint_monitor, make_checkpointer, run_fingerprint
 from gradstep.config import Config, config_from_flat, load_config, to_toml
+from gradstep.controls import Controls
 from gradstep.data import Normalizer, PreparedData, fix_targets, make_batches, prepare_data
 from gradstep.data.convert import to_data
-from gradstep.diagnose import Verdict, diagnose, format_verdicts, read_run
-from gradstep.errors import NonFiniteError, UserError
+from gradstep.diagnose import diagnose_fit, format_verdicts
+from gradstep.errors import UserError
 from gradstep.logging.base import Sink
 from gradstep.logging.console import ConsoleSink, print_summary
 from gradstep.logging.jsonl import JsonlSink
+from gradstep.logging.plots import write_plots_or_warn
 from gradstep.logging.tensorboard import TensorBoardSink
 from gradstep.loop import LoopParts, evaluate_batches, fit_loop, predict_batches
 from gradstep.losses import TASK, build_loss
-from gradstep.metrics import Meter, resolve_monitor
+from gradstep.metrics import Meter
 from gradstep.models import DataShape, build_model
-from gradstep.optim import LRSchedule, build_optimizer
+from gradstep.optim import build_optimizer
 from gradstep.rundir import create_run_dir, write_atomic, write_json
 from gradstep.state import TrainState
 from gradstep.summary import __version__, build_summary
@@ -176,9 +175,7 @@ class Trainer:
         optimizer = build_optimizer(cfg.optim, model.parameters())
         loss_fn = build_loss(cfg.train.loss, cfg.train.label_smoothing)
         monitor = checkpoint_monitor(cfg, task, val_b is not None)
-        schedule, plateau_monitor, stop_monitor = self._controls(
-            cfg, optimizer, task, val_b is not None, len(train_b)
-        )
+        controls = Controls.check(cfg, optimizer, task, val_b is not None, len(train_b))
         if train is not None:
             cfg.data.source = "(python)"
         fingerprint = run_fingerprint(cfg, train_b.batch_size, data.train)
@@ -217,38 +214,15 @@ class Trainer:
                 if plan is not None:
                     resumed_step = plan.ckpt.step if plan.ckpt is not None else 0
                 sinks.append(TensorBoardSink(run_dir, resumed_step))
-        callbacks: list[Callback] = [MetricsLogger(sinks, cfg.train.log_every)]
+        logging: list[Callback] = [MetricsLogger(sinks, cfg.train.log_every)]
         show_bar = cfg.train.progress is True or (
             cfg.train.progress == "auto" and console.is_terminal
         )
         if show_bar and main:
-            callbacks.append(ProgressBar(console))
-        grad_monitor = GradMonitor(
-            model,
-            grad_norm=cfg.train.grad_norm,
-            per_layer=cfg.train.grad_norm_per_layer,
-            clip_norm=cfg.train.clip_norm,
-            clip_value=cfg.train.clip_value,
-            on_nonfinite=cfg.train.on_nonfinite,
-            explode_norm=cfg.health.explode_norm,
-            explode_factor=cfg.health.explode_factor,
-            vanish_norm=cfg.health.vanish_norm,
-            window=cfg.health.window,
-            log_every=cfg.train.log_every,
-            warn=warn,
-        )
-        callbacks.insert(0, grad_monitor)  # first: its values go on the logger's lines
-        if schedule is not None:
-            callbacks.append(LRScheduler(schedule, plateau_monitor))
-        stopper = None
-        if cfg.early_stop.patience is not None:
-            stopper = EarlyStopping(
-                *stop_monitor,
-                patience=cfg.early_stop.patience,
-                min_delta=cfg.early_stop.min_delta,
-                restore_best=cfg.early_stop.restore_best,
-            )
-            callbacks.append(stopper)
+            logging.append(ProgressBar(console))
+        callbacks = controls.callbacks(model, warn, before=logging)
+        grad_monitor = controls.monitor
+        assert grad_monitor is not None
         checkpointer = None
         if run_dir is not None and cfg.checkpoint.every != "never":
             checkpointer = make_checkpointer(
@@ -308,10 +282,7 @@ class Trainer:
             fit_loop(parts, state)
         finally:
             train_time = time.perf_counter() - train_started
-            restored = stopper.restore(model) if stopper is not None else False
-            for cb in self.callbacks:  # a user's own EarlyStopping restores the same way
-                if isinstance(cb, EarlyStopping):
-                    restored = cb.restore(model) or restored
+            controls.restore_best(model, self.callbacks)
             summary = build_summary(
                 cfg=cfg,
                 state=state,
@@ -327,105 +298,22 @@ class Trainer:
                 run_dir=run_dir,
                 checkpointer=checkpointer,
                 resumed_from=resumed_from,
-                extra=self._health_summary(state, grad_monitor, stopper, schedule, restored),
+                extra=controls.summary(state),
             )
-            verdicts = self._diagnose(state, summary, cfg, run_dir)
+            verdicts = diagnose_fit(state.history, summary, cfg.model_dump(), run_dir, warn)
             summary["diagnosis"] = [v.to_dict() for v in verdicts]
             if run_dir is not None:
                 write_json(run_dir / "summary.json", summary)
         if run_dir is not None and cfg.log.plots and state.history:
-            self._plots(run_dir, warn)
+            write_plots_or_warn(run_dir, warn)
         print_summary(console, summary, str(run_dir) if run_dir else "(none)")
         if verdicts and cfg.log.diagnose:
             console.print(format_verdicts(verdicts), markup=False, highlight=False, soft_wrap=True)
         if checkpointer is not None and checkpointer.failures:
             if cfg.checkpoint.on_save_error == "stop":
                 raise SaveError(checkpointer.failures[-1] + "; the run stopped")
-        if grad_monitor.nonfinite_step is not None:
-            raise NonFiniteError(
-                f"{grad_monitor.nonfinite_reason}: the run stopped "
-                '(on_nonfinite = "fail"); lower the learning rate, clip gradients (clip_norm), '
-                "or skip such steps "
-                '(on_nonfinite = "skip")'
-            )
+        controls.raise_if_nonfinite()
         return FitResult(model, state.history, summary, run_dir, cfg)
-
-    def _controls(
-        self,
-        cfg: Config,
-        optimizer: torch.optim.Optimizer,
-        task: str,
-        has_val: bool,
-        batches: int,
-    ) -> tuple[LRSchedule | None, tuple[str, str], tuple[str, str]]:
-        """The schedule and the monitors of plateau and early stopping, checked (before
-        anything is written)."""
-        sc = cfg.schedule
-        plateau = resolve_monitor("[schedule] monitor", sc.monitor, sc.mode, task, has_val)
-        extra = ("lr", "grad_norm") if cfg.train.grad_norm else ("lr",)
-        es = cfg.early_stop
-        stop = resolve_monitor("[early_stop] monitor", es.monitor, es.mode, task, has_val, extra)
-        if cfg.checkpoint.policy == "grad_norm_peak" and not cfg.train.grad_norm:
-            raise UserError('[checkpoint] policy = "grad_norm_peak" needs [train] grad_norm = true')
-        schedule = None
-        if sc.name != "none":
-            steps = -(-batches // cfg.train.accumulate) * cfg.train.epochs
-            if cfg.train.max_steps is not None:
-                steps = min(steps, cfg.train.max_steps)
-            total = steps if sc.interval == "step" else cfg.train.epochs
-            schedule = LRSchedule(sc, optimizer, total)
-        return schedule, plateau, stop
-
-    @staticmethod
-    def _plots(run_dir: Path, warn: Callable[[str], None]) -> None:
-        """``plots/*.png`` (see :mod:`gradstep.logging.plots`); a plotting problem is a warning,
-        never a lost run."""
-        from gradstep.logging.plots import write_plots
-
-        try:
-            write_plots(run_dir)
-        except Exception as err:
-            warn(f"plots not written: {type(err).__name__}: {err}")
-
-    def _diagnose(
-        self, state: TrainState, summary: dict[str, Any], cfg: Config, run_dir: Path | None
-    ) -> list[Verdict]:
-        """The end-of-fit diagnosis (see :mod:`gradstep.diagnose`); never fails the run."""
-        if not state.history:
-            return []
-        steps: list[dict[str, Any]] = []
-        if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
-            try:
-                steps = read_run(run_dir)[1]  # the whole run's step lines, resumes included
-            except UserError:
-                steps = []
-        try:
-            return diagnose(state.history, steps, summary, cfg.model_dump())
-        except Exception as err:  # a finished run must not be lost to its diagnosis
-            _warner(Console())(f"diagnosis failed: {type(err).__name__}: {err}")
-            return []
-
-    def _health_summary(
-        self,
-        state: TrainState,
-        monitor: GradMonitor,
-        stopper: EarlyStopping | None,
-        schedule: LRSchedule | None,
-        restored: bool,
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {"health": monitor.summary()}
-        if state.oom_events:
-            out["health"]["out_of_memory"] = list(state.oom_events)
-        if stopper is not None:
-            out["early_stop"] = stopper.summary()
-        elif restored:
-            out["early_stop"] = {"restored_best": True}
-        if schedule is not None:
-            out["schedule"] = {"name": schedule.cfg.name, "interval": schedule.cfg.interval}
-            out["schedule"]["final_lr"] = state.lr
-            if schedule.cfg.name == "plateau":
-                out["schedule"]["reductions"] = schedule.reductions
-        return out
 
     def _model(
         self, cfg: Config, model: nn.Module | str | None, data: PreparedData, task: str

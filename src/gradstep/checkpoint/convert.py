@@ -30,7 +30,7 @@ from gradstep.checkpoint.files import (
     write_checkpoint_dir,
 )
 from gradstep.checkpoint.load import load_state
-from gradstep.errors import UserError
+from gradstep.errors import UserError, first_line
 
 _NESTED = ("state_dict", "model_state_dict", "model")
 
@@ -72,7 +72,7 @@ def convert_legacy(
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(src, map_location="cpu", weights_only=True)  # never full unpickling
     except Exception as err:  # UnpicklingError, RuntimeError, ...: all mean "refused"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise CheckpointError(
             f"{src}: refused by torch.load(weights_only=True), which only reads plain tensors: "
             f"{first[:200]}"

@@ -18,6 +18,7 @@ from typing import Any
 
 from gradstep.diagnose import read_run
 from gradstep.errors import UserError
+from gradstep.logging.console import format_value
 from gradstep.logging.plots import _figure, _finish, _save, _xy
 
 COLUMNS = (
@@ -41,18 +42,13 @@ def _row(label: str, history: list[dict], summary: dict[str, Any]) -> dict[str, 
     last = history[-1] if history else {}
     best = summary.get("best") or {}
 
-    def num(v: Any, pct: bool = False) -> str:
-        if not isinstance(v, int | float):
-            return "—"
-        return f"{v:.2%}" if pct else f"{v:.4g}"
-
     metric = next(
         (m for m in ("val_acc", "val_mae", "train_acc", "train_mae") if m in last), "train_acc"
     )
     best_text = "—"
     if best.get("value") is not None:
         monitor = str(best.get("monitor"))
-        best_text = f"{monitor} {num(best['value'], monitor.endswith('_acc'))}"
+        best_text = f"{monitor} {format_value(monitor, best['value'])}"
         if best.get("epoch") is not None:
             best_text += f" (epoch {best['epoch']})"
     wall = (summary.get("timings") or {}).get("wall_time_s")
@@ -60,9 +56,9 @@ def _row(label: str, history: list[dict], summary: dict[str, Any]) -> dict[str, 
         "run": label,
         "epochs": str(summary.get("epochs_completed", len(history))),
         "steps": str(summary.get("global_step", last.get("step", "—"))),
-        "final train_loss": num(last.get("train_loss")),
-        "final val_loss": num(last.get("val_loss")),
-        "final val metric": f"{metric} {num(last.get(metric), metric.endswith('_acc'))}",
+        "final train_loss": format_value("train_loss", last.get("train_loss")),
+        "final val_loss": format_value("val_loss", last.get("val_loss")),
+        "final val metric": f"{metric} {format_value(metric, last.get(metric))}",
         "best": best_text,
         "wall time": f"{wall:.1f} s" if isinstance(wall, int | float) else "—",
     }

@@ -21,6 +21,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def format_value(key: str, v: Any) -> str:
+    """A value as tables show it (report, compare, lab): accuracies (``*acc``) as percentages,
+    other floats to four significant figures, a missing value as a dash."""
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.2%}" if key.endswith("acc") else f"{v:.4g}"
+    return str(v)
+
+
 def metric_text(metrics: dict[str, Any], prefix: str) -> list[str]:
     out = []
     for key in ("loss", "acc", "mae"):

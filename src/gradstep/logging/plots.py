@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,15 @@ def plot_grad_norm(
     xlabel = "optimizer step" if by_step else "epoch"
     _finish(ax, f"{name}: gradient norm", xlabel, "global L2 norm", drawn)
     return _save(fig, path)
+
+
+def write_plots_or_warn(run_dir: Path, warn: Callable[[str], None]) -> None:
+    """:func:`write_plots` at the end of fit: a plotting problem is a warning, never a lost
+    run."""
+    try:
+        write_plots(run_dir)
+    except Exception as err:
+        warn(f"plots not written: {type(err).__name__}: {err}")
 
 
 def write_plots(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:

@@ -28,6 +28,7 @@ from typing import Any
 
 from gradstep.diagnose import Verdict, diagnose, read_run
 from gradstep.errors import UserError
+from gradstep.logging.console import format_value as _fmt
 from gradstep.rundir import write_atomic
 
 CSS = """
@@ -55,14 +56,6 @@ window.addEventListener("load", function () {
   document.body.setAttribute("data-images", ok + "/" + imgs.length);
 });
 """
-
-
-def _fmt(key: str, v: Any) -> str:
-    if isinstance(v, float):
-        if key.endswith("_acc"):
-            return f"{v:.2%}"
-        return f"{v:.4g}"
-    return "—" if v is None else str(v)
 
 
 def _rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
