@@ -28,7 +28,8 @@ def test_checkpoint_benchmark_runs_and_prints_its_figures():
     out = run_bench("checkpoint.py", "--rounds", "1", "--epochs", "12", "--repeats", "1")
     assert "mlp10m: 10,000,310 parameters: snapshot" in out
     assert "simplenet:    101,770 parameters" in out
-    assert "per-epoch checkpointing costs" in out
+    assert "per-epoch checkpointing costs" in out and "counted (blocking + writer CPU)" in out
+    assert "the writer thread uses" in out  # its CPU time per checkpoint, measured in the run
 
 
 def test_grad_norm_benchmark_runs_and_prints_the_cost_per_workload():

@@ -249,3 +249,33 @@ def test_a_snapshot_refuses_nan_anywhere_and_inf_outside_buffers():
             refuse_nonfinite(model, broken, {}, 3)
     with pytest.raises(gs.NonFiniteError, match="optimizer state 0.exp_avg"):
         refuse_nonfinite(model, weights, {"0.exp_avg": torch.tensor([1.0, float("nan")])}, 3)
+
+
+def test_the_fast_finiteness_check_agrees_with_the_per_tensor_one():
+    """all_finite reads runs of same-dtype tensors from the encoded bytes; it must never call a
+    tensor with NaN or Inf finite, nor read integers as floats."""
+    from gradstep.checkpoint.files import tensors_to_bytes
+    from gradstep.checkpoint.snapshot import all_finite
+
+    g = torch.Generator().manual_seed(0)
+    dtypes = [torch.float32, torch.float32, torch.float64, torch.int64, torch.float16]
+    for trial in range(200):
+        tensors = {}
+        for i in range(int(torch.randint(1, 6, (), generator=g))):
+            dtype = dtypes[int(torch.randint(0, len(dtypes), (), generator=g))]
+            n = int(torch.randint(0, 7, (), generator=g))
+            if dtype == torch.int64:  # bit patterns that would be NaN if read as float32
+                tensors[f"t{i}"] = torch.full((n,), 0x7FC000007FC00000, dtype=dtype)
+            else:
+                tensors[f"t{i}"] = torch.randn(n, generator=g).to(dtype)
+        floats = [t for t in tensors.values() if t.is_floating_point() and t.numel()]
+        if floats and trial % 2:
+            bad = floats[int(torch.randint(0, len(floats), (), generator=g))]
+            bad[int(torch.randint(0, bad.numel(), (), generator=g))] = (
+                float("nan") if trial % 4 == 1 else -float("inf")
+            )
+        finite = all(bool(torch.isfinite(t).all()) for t in floats)
+        fast = all_finite(tensors_to_bytes(tensors), tensors)
+        assert fast == finite or (finite and not fast), (trial, tensors)  # False = look closer
+        if finite and all(t.dtype == torch.float32 for t in floats):
+            assert fast  # the common case never falls back

@@ -115,6 +115,41 @@ def refuse_nonfinite(
             )
 
 
+def all_finite(data: bytes | bytearray, tensors: dict[str, torch.Tensor]) -> bool:
+    """True when every floating tensor encoded in ``data`` (:func:`tensors_to_bytes` of
+    ``tensors``) is finite; False means "look closer" (:func:`refuse_nonfinite` names the tensor
+    and lets a buffer's ``-inf`` pass). The check reads the encoded bytes, where adjacent
+    tensors of one dtype lie back to back: one ``aminmax`` per such run (one for a plain
+    model's weights) instead of one per tensor, which halves what the snapshot costs the
+    training thread for checking. Integer tensors (a BatchNorm's ``num_batches_tracked``) are
+    never read as floats."""
+    start = 8 + int.from_bytes(data[:8], "little")
+    runs: list[list[Any]] = []  # [dtype, byte offset, element count]
+    offset = start
+    for t in tensors.values():
+        size = t.numel() * t.element_size()
+        if t.is_floating_point() and size:
+            if (
+                runs
+                and runs[-1][0] == t.dtype
+                and runs[-1][1] + runs[-1][2] * t.element_size() == offset
+            ):
+                runs[-1][2] += t.numel()
+            else:
+                runs.append([t.dtype, offset, t.numel()])
+        offset += size
+    ends = []
+    for dtype, at, count in runs:
+        if at % torch.empty((), dtype=dtype).element_size():
+            return False  # not aligned for this dtype: the per-tensor check decides
+        ends.extend(torch.aminmax(torch.frombuffer(data, dtype=dtype, offset=at, count=count)))
+    if not ends:
+        return True
+    if any(e.dtype != ends[0].dtype for e in ends):
+        ends = [e.to(torch.float64) for e in ends]
+    return all(map(math.isfinite, torch.stack(ends).tolist()))
+
+
 @dataclass
 class RunSnapshot:
     model: nn.Module
@@ -127,26 +162,58 @@ class RunSnapshot:
     callbacks: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._info_bytes = json_bytes(self.info, indent=1)  # fixed for the run: encoded once
+        # fixed for the run: encoded once
+        self._info_bytes = json_bytes(self.info, indent=1)
+        self._fixed_json = ", ".join(
+            f"{json.dumps(k)}: {json.dumps(v)}"
+            for k, v in (
+                ("fingerprint", self.fingerprint),
+                ("config", self.config),
+                ("base_dir", str(self.base_dir) if self.base_dir is not None else None),
+            )
+        )
+        self._history: list[tuple[dict[str, Any], str]] = []  # (epoch record, its JSON)
+
+    def _history_json(self, history: list[dict[str, Any]]) -> str:
+        """The history as JSON, re-encoding only the last record. Encoding floats is the slow
+        part of ``state.json`` and the history grows by one record an epoch, so encoding it
+        whole at every checkpoint would cost time quadratic in the epochs. Records before the
+        last are final (callbacks complete only the newest one, at its epoch's end); a history
+        replaced or cut (a resume) is noticed by identity and encoded afresh."""
+        done = self._history
+        final = len(history) - 1
+        if len(done) > final or any(history[i] is not rec for i, (rec, _) in enumerate(done)):
+            done.clear()
+        for i in range(len(done), final):
+            done.append((history[i], json.dumps(history[i])))
+        parts = [text for _, text in done]
+        if history:
+            parts.append(json.dumps(history[-1]))
+        return "[" + ", ".join(parts) + "]"
 
     def __call__(self, state: TrainState, job: Job) -> Job:
         opt_tensors, opt_meta = optimizer_state(self.optimizer)
         weights = self.model.state_dict()
-        refuse_nonfinite(self.model, weights, opt_tensors, state.global_step)
-        callbacks, cb_tensors = {}, {}
+        # serialised here, on the training thread: safetensors' bytes are the snapshot (one
+        # copy), and the writer thread then runs no torch op at all (one that did would start a
+        # second OpenMP team competing with training for the cores)
+        weight_bytes, opt_bytes = tensors_to_bytes(weights), tensors_to_bytes(opt_tensors)
+        if not (all_finite(weight_bytes, weights) and all_finite(opt_bytes, opt_tensors)):
+            refuse_nonfinite(self.model, weights, opt_tensors, state.global_step)
+        callbacks: dict[str, str] = {}  # key -> its state as JSON
+        cb_tensors: dict[str, torch.Tensor] = {}
         for key, cb in callback_keys(self.callbacks).items():
             tensor_state = getattr(cb, "tensor_state_dict", None)
             if tensor_state is not None:
                 cb_tensors.update({f"{key}/{k}": v for k, v in tensor_state().items()})
             cb_state = cb.state_dict()
             if cb_state:
-                try:
-                    json.dumps(cb_state)
+                try:  # encoded once, here: a state that is not JSON fails now, naming it
+                    callbacks[key] = json.dumps(cb_state)
                 except (TypeError, ValueError) as err:
                     raise UserError(
                         f"callback {key}: state_dict() must return JSON values ({err})"
                     ) from None
-                callbacks[key] = cb_state
         metrics_bytes = None
         if self.metrics_path is not None and self.metrics_path.is_file():
             metrics_bytes = self.metrics_path.stat().st_size
@@ -157,23 +224,21 @@ class RunSnapshot:
             "meter": state.train_meter.state_dict() if state.in_epoch else None,
             "train_metrics": state.train_metrics,
             "val_metrics": state.val_metrics,
-            "history": state.history,
             "optimizer": opt_meta,
-            "callbacks": callbacks,
             "rng": rng_state(),
             "metrics_bytes": metrics_bytes,
-            "fingerprint": self.fingerprint,
-            "config": self.config,
-            "base_dir": str(self.base_dir) if self.base_dir is not None else None,
         }
-        # serialised here, on the training thread: safetensors' bytes are the snapshot (one
-        # copy), and the writer thread then runs no torch op at all (one that did would start a
-        # second OpenMP team competing with training for the cores)
+        # one JSON object: the changing part, then the history and the run's fixed part, each
+        # encoded as above (key order is not part of the format)
+        changing = json.dumps(saved)
+        encoded = ", ".join(f"{json.dumps(k)}: {text}" for k, text in callbacks.items())
+        state_json = f'{changing[:-1]}, "callbacks": {{{encoded}}}, '
+        state_json += f'"history": {self._history_json(state.history)}, {self._fixed_json}}}\n'
         job.files = {
-            "model.safetensors": tensors_to_bytes(weights),
-            "optimizer.safetensors": tensors_to_bytes(opt_tensors),
+            "model.safetensors": weight_bytes,
+            "optimizer.safetensors": opt_bytes,
             "model.json": self._info_bytes,
-            "state.json": json_bytes(saved),
+            "state.json": state_json.encode(),
         }
         if cb_tensors:
             job.files["callbacks.safetensors"] = tensors_to_bytes(cb_tensors)
