@@ -10,7 +10,10 @@ cancel; separate runs seconds apart differ by more than the effect):
 * ``tiny``: bench/overhead.py's tutorial workload — 10,000 random samples, MLP 10-50-2,
   batch 32, SGD (the smallest step there is, so the worst case in relative terms);
 * ``mnist``: the MNIST example's model and batch — SimpleNet 784-128-10, batch 64, SGD with
-  momentum — on 8,000 random 784-feature samples (no files needed).
+  momentum — on 8,000 random 784-feature samples (no files needed);
+* ``cnn``: the zoo's conv net (two 3x3 conv + BatchNorm + pool blocks, 16 and 32 channels)
+  on 2,048 random 28x28 images, batch 64, SGD with momentum: a step of real work (at most
+  ``CNN_PAIRS`` pairs: its epochs are longer).
 
 Printed: the median over epoch pairs of (monitored epoch) / (unmonitored neighbour) - 1, for
 monitoring alone and with ``clip_norm = 1.0`` (clipping needs the norm; it adds the scaling).
@@ -31,18 +34,22 @@ import torch
 
 import gradstep as gs
 from gradstep.callbacks.grad_norm import GradMonitor
-from gradstep.models import MLP, SimpleNet
+from gradstep.models import CNN, MLP, SimpleNet
 
 WORKLOADS = {
     "tiny": dict(n=10_000, features=10, classes=2, batch=32, momentum=0.0),
     "mnist": dict(n=8_000, features=784, classes=10, batch=64, momentum=0.9),
+    "cnn": dict(n=2_048, features=784, classes=10, batch=64, momentum=0.9),
 }
+CNN_PAIRS = 12
 
 
 def _model(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     if name == "tiny":
         return MLP(input_size=10, hidden=[50], num_classes=2)
+    if name == "cnn":
+        return CNN(in_channels=1, num_classes=10, image_size=28)
     return SimpleNet(input_size=784, hidden_size=128, num_classes=10)
 
 
@@ -104,7 +111,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} pairs")
     for name in WORKLOADS:
         for label, extra in (("grad_norm", {}), ("+ clip_norm=1", {"clip_norm": 1.0})):
-            cost, pairs, base = paired_cost(name, args.epochs, **extra)
+            epochs = min(args.epochs, CNN_PAIRS) if name == "cnn" else args.epochs
+            cost, pairs, base = paired_cost(name, epochs, **extra)
             q1, q3 = statistics.quantiles(pairs, n=4)[0], statistics.quantiles(pairs, n=4)[2]
             verdict = (" OK" if cost <= 0.03 else " OVER") if not extra else ""
             print(
