@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 
+import torch
+
 from gradstep.checkpoint import files
 from gradstep.checkpoint.writer import CheckpointWriter, Job, step_dirs
 
@@ -97,3 +99,99 @@ def test_a_pruned_checkpoint_is_written_into_again_and_holds_only_the_new_files(
     writer.close()
     assert [p.name for _, p in step_dirs(tmp_path)] == ["step-000006", "step-000007"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(files.TMP_PREFIX)]
+
+
+def ckpt_job(step: int) -> Job:
+    """A checkpoint that resume would accept: real safetensors, JSON, a step in its manifest."""
+    weights = files.tensors_to_bytes({"w": torch.full((16,), float(step))})
+    data = {
+        "model.safetensors": weights,
+        "optimizer.safetensors": files.tensors_to_bytes({}),
+        "model.json": b"{}",
+        "state.json": b'{"step": %d}' % step,
+    }
+    return Job(name=f"step-{step:06d}", files=data, meta={"step": step})
+
+
+def test_a_crash_that_loses_the_overwrites_of_a_reused_directory_is_never_taken(
+    tmp_path, monkeypatch
+):
+    """Power lost after the reused directory got its final name but before the data written
+    in place reached the disk: the files hold the pruned checkpoint's bytes again. Its old
+    manifest must not vouch for them under the new name (the old manifest is removed first and
+    the new one is a new file), so resume falls back to the previous checkpoint."""
+    from gradstep.checkpoint.load import newest_good
+
+    writer = CheckpointWriter(tmp_path, keep=2, background=False)
+    for step in (1, 2, 3):
+        writer.submit(ckpt_job(step))  # after 3, step-000001 becomes the spare
+    real = files.write_checkpoint_dir
+
+    def power_loss(final, data, meta, reuse=None):
+        assert reuse is not None
+        old = {p.name: (p.read_bytes(), p.stat().st_ino) for p in reuse.iterdir()}
+        out = real(final, data, meta, reuse)
+        for name, (content, inode) in old.items():
+            path = final / name
+            if path.exists() and path.stat().st_ino == inode:  # overwritten in place: lost
+                path.write_bytes(content)
+        return out
+
+    monkeypatch.setattr("gradstep.checkpoint.writer.write_checkpoint_dir", power_loss)
+    writer.submit(ckpt_job(4))
+    found, skipped = newest_good(tmp_path)
+    assert found is not None and found.path.name == "step-000003"
+    assert skipped and "step-000004" in skipped[0]
+
+
+def test_a_reused_directory_never_writes_through_a_link(tmp_path):
+    """A hard-linked backup (cp -al) of a checkpoint, or a file replaced by a symlink, must not
+    be overwritten when that checkpoint's directory is reused."""
+    writer = CheckpointWriter(tmp_path / "ck", keep=1, background=False)
+    writer.submit(ckpt_job(1))
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for p in (tmp_path / "ck" / "step-000001").iterdir():
+        os.link(p, backup / p.name)
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(b"keep me")
+    writer.submit(ckpt_job(2))
+    state = tmp_path / "ck" / "step-000002" / "state.json"
+    state.unlink()
+    state.symlink_to(outside)
+    for step in (3, 4):  # step-000001, then step-000002 are written into again
+        assert all(o.error is None for o in writer.submit(ckpt_job(step)))
+        files.verify(tmp_path / "ck" / f"step-{step:06d}")
+    writer.close()
+    files.verify(backup)  # the backup still holds step 1, intact
+    assert (backup / "model.safetensors").read_bytes() == ckpt_job(1).files["model.safetensors"]
+    assert outside.read_bytes() == b"keep me"
+
+
+def test_a_killed_runs_spare_is_removed_by_the_next_writer(tmp_path):
+    writer = CheckpointWriter(tmp_path, keep=1, background=False)
+    for step in (1, 2):
+        writer.submit(ckpt_job(step))
+    spares = list(tmp_path.glob(".tmp-spare-*"))
+    assert len(spares) == 1  # a SIGKILL now would leave it behind
+    again = CheckpointWriter(tmp_path, keep=1, background=False)  # the resumed run's writer
+    again.submit(ckpt_job(3))
+    assert spares[0] not in list(tmp_path.glob(".tmp-spare-*"))
+    again.close()
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_a_checkpoint_under_another_steps_name_is_skipped(tmp_path):
+    import shutil
+
+    from gradstep.checkpoint.load import newest_good
+
+    writer = CheckpointWriter(tmp_path, keep=3, background=False)
+    for step in (1, 2):
+        writer.submit(ckpt_job(step))
+    shutil.copytree(tmp_path / "step-000002", tmp_path / "step-000005")  # verifies, but is 2
+    found, skipped = newest_good(tmp_path)
+    assert found is not None and found.path.name == "step-000002"
+    assert skipped == [
+        f"skipped checkpoint step-000005: {tmp_path}/step-000005: its manifest is step 2's"
+    ]

@@ -4,7 +4,9 @@ Hooks (each takes the shared :class:`~gradstep.state.TrainState`): ``on_fit_star
 ``on_epoch_start``, ``on_step_end`` (after each optimizer step), ``on_validation_end``,
 ``on_epoch_end``, ``on_fit_end`` and ``on_exception(state, exc)``. A callback with state
 implements ``state_dict`` / ``load_state_dict``. A callback stops training with
-``state.stop("reason")``, never by raising.
+``state.stop("reason")``, never by raising. In ``on_epoch_end`` a callback may add values to
+the epoch's record, ``state.history[-1]``; records of earlier epochs are final (checkpoints
+encode each of them once).
 
 Example::
 

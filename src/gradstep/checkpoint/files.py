@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -109,7 +110,8 @@ def _write_file(path: str | Path, data: bytes | bytearray) -> None:
     Plain ``os`` calls: no buffered-file object, no extra copy, few syscalls. An existing file
     (a recycled directory's) is overwritten in place and then cut to length, which reuses its
     disk blocks and cached pages instead of freeing them and allocating new ones."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -217,9 +219,7 @@ def write_checkpoint_dir(
         if reuse is None:
             tmp.mkdir()
         else:
-            for name in os.listdir(tmp):
-                if name not in files and name != MANIFEST:
-                    _remove(tmp / name)
+            _prepare_reuse(tmp, files)
         manifest: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
         entries = {}
         for name, data in files.items():
@@ -247,11 +247,28 @@ def write_checkpoint_dir(
     return final
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+def _prepare_reuse(folder: Path, files: Mapping[str, Any]) -> None:
+    """Make a pruned checkpoint's directory ready to be written into: its manifest goes first
+    (the new one is a new file, written last: a crash that keeps the directory's final name
+    but loses overwritten data leaves a manifest that rejects it, never the old manifest
+    vouching for the old files under the new name); a file is kept for overwriting only if it
+    is a plain, writable file with no other link (never write through a hard link — a backup
+    made with ``cp -al`` — or a symlink into data outside the run); everything else goes."""
+    (folder / MANIFEST).unlink(missing_ok=True)
+    for name in os.listdir(folder):
+        path = folder / name
+        st = os.lstat(path)
+        if (
+            name in files
+            and stat.S_ISREG(st.st_mode)
+            and st.st_nlink == 1
+            and st.st_mode & stat.S_IWUSR
+        ):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def remove_stale_tmp(parent: Path) -> None:

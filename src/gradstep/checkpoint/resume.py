@@ -74,7 +74,10 @@ def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint | None, 
     run_dir = target
     if (target / "manifest.json").is_file() or target.name in ("best", "latest"):
         ckpt = open_checkpoint(target)
-        run_dir = ckpt.path.resolve().parent.parent
+        folder = ckpt.path.resolve().parent
+        run_dir = folder.parent
+        if folder.name == "checkpoints":
+            remove_stale_tmp(folder)  # a killed run's half-written or spare directories
     else:
         if not (target / "config.toml").is_file():
             if not target.exists():

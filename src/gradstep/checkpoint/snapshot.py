@@ -198,7 +198,11 @@ class RunSnapshot:
         # copy), and the writer thread then runs no torch op at all (one that did would start a
         # second OpenMP team competing with training for the cores)
         weight_bytes, opt_bytes = tensors_to_bytes(weights), tensors_to_bytes(opt_tensors)
-        if not (all_finite(weight_bytes, weights) and all_finite(opt_bytes, opt_tensors)):
+        on_cpu = all(t.device.type == "cpu" for t in (*weights.values(), *opt_tensors.values()))
+        # on an accelerator the per-tensor check runs there, faster than on the host copy
+        if not (
+            on_cpu and all_finite(weight_bytes, weights) and all_finite(opt_bytes, opt_tensors)
+        ):
             refuse_nonfinite(self.model, weights, opt_tensors, state.global_step)
         callbacks: dict[str, str] = {}  # key -> its state as JSON
         cb_tensors: dict[str, torch.Tensor] = {}

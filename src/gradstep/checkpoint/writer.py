@@ -132,6 +132,8 @@ class CheckpointWriter:
             best = self.directory / "best"
             self._best = os.readlink(best) if best.is_symlink() else None
             self._dirs = [p.name for _, p in step_dirs(self.directory)]
+            for p in self.directory.glob(f"{TMP_PREFIX}spare-*"):  # a killed run's spare
+                shutil.rmtree(p, ignore_errors=True)
         elif written not in self._dirs:
             self._dirs.append(written)
         self._dirs.sort()  # step-NNNNNN: name order is step order
