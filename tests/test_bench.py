@@ -35,6 +35,7 @@ def test_checkpoint_benchmark_runs_and_prints_its_figures():
 def test_grad_norm_benchmark_runs_and_prints_the_cost_per_workload():
     out = run_bench("grad_norm.py", "--epochs", "2")
     for workload in ("tiny", "mnist", "cnn"):
-        assert f"{workload}: grad_norm " in out and "per step" in out
+        assert f"{workload}: grad_norm " in out and "per step measured" in out
+    assert out.count("counted;") == 6  # the time inside the monitor, for each figure
     assert "+ clip_norm=1" in out
     assert "target: grad_norm monitoring <= 3 % per step" in out
