@@ -140,7 +140,7 @@ def all_finite(data: bytes | bytearray, tensors: dict[str, torch.Tensor]) -> boo
         offset += size
     ends = []
     for dtype, at, count in runs:
-        if at % torch.empty((), dtype=dtype).element_size():
+        if at % dtype.itemsize:
             return False  # not aligned for this dtype: the per-tensor check decides
         ends.extend(torch.aminmax(torch.frombuffer(data, dtype=dtype, offset=at, count=count)))
     if not ends:
