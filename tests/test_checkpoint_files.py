@@ -231,3 +231,17 @@ def test_saving_the_same_step_again_replaces_it_atomically(tmp_path):
     assert (first / "a").read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["step-000005"]  # the old one is gone
     files.verify(first)
+
+
+def test_a_step_directory_whose_manifest_is_another_steps_is_refused(tmp_path):
+    """A checkpoint copied or renamed to another step's name (or a reused directory whose new
+    manifest never reached the disk) is refused by whatever path names it, links included."""
+    write_checkpoint_dir(tmp_path / "step-000002", {"a.bin": b"x"}, {"step": 2})
+    shutil.copytree(tmp_path / "step-000002", tmp_path / "step-000005")
+    (tmp_path / "latest").symlink_to("step-000005")
+    files.verify(tmp_path / "step-000002")
+    for name in ("step-000005", "latest"):
+        with pytest.raises(CheckpointError, match="its manifest is step 2's"):
+            files.verify(tmp_path / name)
+    shutil.copytree(tmp_path / "step-000002", tmp_path / "mine")  # not a step name: fine
+    files.verify(tmp_path / "mine")

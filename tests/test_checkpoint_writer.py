@@ -8,6 +8,7 @@ import threading
 import torch
 
 from gradstep.checkpoint import files
+from gradstep.checkpoint.encoding import tensors_to_bytes
 from gradstep.checkpoint.writer import CheckpointWriter, Job, step_dirs
 
 
@@ -54,7 +55,7 @@ def test_submit_blocks_beyond_max_pending(tmp_path, monkeypatch):
 
 
 def test_a_failed_write_is_reported_and_never_linked(tmp_path, monkeypatch):
-    def fail(final, data, meta, reuse=None):
+    def fail(final, data, meta, *reuse):
         raise files.SaveError(f"cannot save checkpoint {final}: No space left on device")
 
     writer = CheckpointWriter(tmp_path, keep=3)
@@ -103,10 +104,10 @@ def test_a_pruned_checkpoint_is_written_into_again_and_holds_only_the_new_files(
 
 def ckpt_job(step: int) -> Job:
     """A checkpoint that resume would accept: real safetensors, JSON, a step in its manifest."""
-    weights = files.tensors_to_bytes({"w": torch.full((16,), float(step))})
+    weights = tensors_to_bytes({"w": torch.full((16,), float(step))})
     data = {
         "model.safetensors": weights,
-        "optimizer.safetensors": files.tensors_to_bytes({}),
+        "optimizer.safetensors": tensors_to_bytes({}),
         "model.json": b"{}",
         "state.json": b'{"step": %d}' % step,
     }
@@ -117,9 +118,9 @@ def test_a_crash_that_loses_the_overwrites_of_a_reused_directory_is_never_taken(
     tmp_path, monkeypatch
 ):
     """Power lost after the reused directory got its final name but before the data written
-    in place reached the disk: the files hold the pruned checkpoint's bytes again. Its old
-    manifest must not vouch for them under the new name (the old manifest is removed first and
-    the new one is a new file), so resume falls back to the previous checkpoint."""
+    in place reached the disk: the files, the manifest too, hold the pruned checkpoint's bytes
+    again. That old manifest verifies them, but names step 1 in step-000004: it is refused,
+    and resume falls back to the previous checkpoint."""
     from gradstep.checkpoint.load import newest_good
 
     writer = CheckpointWriter(tmp_path, keep=2, background=False)
@@ -127,10 +128,10 @@ def test_a_crash_that_loses_the_overwrites_of_a_reused_directory_is_never_taken(
         writer.submit(ckpt_job(step))  # after 3, step-000001 becomes the spare
     real = files.write_checkpoint_dir
 
-    def power_loss(final, data, meta, reuse=None):
+    def power_loss(final, data, meta, reuse=None, names=None):
         assert reuse is not None
         old = {p.name: (p.read_bytes(), p.stat().st_ino) for p in reuse.iterdir()}
-        out = real(final, data, meta, reuse)
+        out = real(final, data, meta, reuse, names)
         for name, (content, inode) in old.items():
             path = final / name
             if path.exists() and path.stat().st_ino == inode:  # overwritten in place: lost
@@ -141,12 +142,15 @@ def test_a_crash_that_loses_the_overwrites_of_a_reused_directory_is_never_taken(
     writer.submit(ckpt_job(4))
     found, skipped = newest_good(tmp_path)
     assert found is not None and found.path.name == "step-000003"
-    assert skipped and "step-000004" in skipped[0]
+    assert skipped == [
+        f"skipped checkpoint step-000004: {tmp_path}/step-000004: its manifest is step 1's"
+    ]
 
 
 def test_a_reused_directory_never_writes_through_a_link(tmp_path):
-    """A hard-linked backup (cp -al) of a checkpoint, or a file replaced by a symlink, must not
-    be overwritten when that checkpoint's directory is reused."""
+    """A hard-linked backup (cp -al) of a checkpoint, a file replaced by a symlink, a read-only
+    file, must not be overwritten when that checkpoint's directory is reused (a directory
+    where a file was is removed)."""
     writer = CheckpointWriter(tmp_path / "ck", keep=1, background=False)
     writer.submit(ckpt_job(1))
     backup = tmp_path / "backup"
@@ -159,6 +163,13 @@ def test_a_reused_directory_never_writes_through_a_link(tmp_path):
     state = tmp_path / "ck" / "step-000002" / "state.json"
     state.unlink()
     state.symlink_to(outside)
+    read_only = tmp_path / "ck" / "step-000002" / "model.json"
+    read_only.chmod(0o444)
+    held = read_only.open("rb")  # the read-only file's inode, to see it is not written into
+    (spare,) = (tmp_path / "ck").glob(".tmp-spare-*")  # step-000001, pruned: written next
+    opt = spare / "optimizer.safetensors"
+    opt.unlink()
+    (opt / "sub").mkdir(parents=True)
     for step in (3, 4):  # step-000001, then step-000002 are written into again
         assert all(o.error is None for o in writer.submit(ckpt_job(step)))
         files.verify(tmp_path / "ck" / f"step-{step:06d}")
@@ -166,6 +177,12 @@ def test_a_reused_directory_never_writes_through_a_link(tmp_path):
     files.verify(backup)  # the backup still holds step 1, intact
     assert (backup / "model.safetensors").read_bytes() == ckpt_job(1).files["model.safetensors"]
     assert outside.read_bytes() == b"keep me"
+    assert held.read() == ckpt_job(2).files["model.json"]
+    assert (
+        os.fstat(held.fileno()).st_ino
+        != (tmp_path / "ck" / "step-000004" / "model.json").stat().st_ino
+    )
+    held.close()
 
 
 def test_a_killed_runs_spare_is_removed_by_the_next_writer(tmp_path):

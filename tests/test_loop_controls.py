@@ -254,7 +254,7 @@ def test_a_snapshot_refuses_nan_anywhere_and_inf_outside_buffers():
 def test_the_fast_finiteness_check_agrees_with_the_per_tensor_one():
     """all_finite reads runs of same-dtype tensors from the encoded bytes; it must never call a
     tensor with NaN or Inf finite, nor read integers as floats."""
-    from gradstep.checkpoint.files import tensors_to_bytes
+    from gradstep.checkpoint.encoding import encode_tensors
     from gradstep.checkpoint.snapshot import all_finite
 
     g = torch.Generator().manual_seed(0)
@@ -275,7 +275,7 @@ def test_the_fast_finiteness_check_agrees_with_the_per_tensor_one():
                 float("nan") if trial % 4 == 1 else -float("inf")
             )
         finite = all(bool(torch.isfinite(t).all()) for t in floats)
-        fast = all_finite(tensors_to_bytes(tensors), tensors)
+        fast = all_finite(encode_tensors(tensors)[1])
         assert fast == finite or (finite and not fast), (trial, tensors)  # False = look closer
         if finite and all(t.dtype == torch.float32 for t in floats):
             assert fast  # the common case never falls back

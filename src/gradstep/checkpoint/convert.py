@@ -23,12 +23,8 @@ from typing import Any
 
 import torch
 
-from gradstep.checkpoint.files import (
-    CheckpointError,
-    json_bytes,
-    tensors_to_bytes,
-    write_checkpoint_dir,
-)
+from gradstep.checkpoint.encoding import tensors_to_bytes
+from gradstep.checkpoint.files import CheckpointError, json_bytes, write_checkpoint_dir
 from gradstep.checkpoint.load import load_state
 from gradstep.errors import UserError, first_line
 

@@ -17,14 +17,16 @@ values. Nothing here unpickles or executes anything: safetensors and JSON are pl
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ FORMAT = "gradstep-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
+STEP_DIR = re.compile(r"^step-(\d+)$")  # a checkpoint's directory: step-000123
 _CHUNK = 1 << 20
 
 # Extensions and leading bytes of files that PyTorch (or Python) would unpickle.
@@ -105,85 +108,67 @@ def _flush_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: str | Path, data: bytes | bytearray) -> None:
+_OPEN = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def _write_file(path: str, data: bytes | bytearray) -> None:
     """Write ``data``; without syncfs, fsync it here (with it, :func:`_flush_dir` does).
     Plain ``os`` calls: no buffered-file object, no extra copy, few syscalls. An existing file
     (a recycled directory's) is overwritten in place and then cut to length, which reuses its
-    disk blocks and cached pages instead of freeing them and allocating new ones."""
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags, 0o644)
+    disk blocks and cached pages instead of freeing them and allocating new ones — unless it is
+    not a plain, writable file of its own: one with another hard link (a backup made with
+    ``cp -al``), a symlink (into data outside the run), a read-only file or a directory is
+    removed and a new file is written instead, never written through."""
     try:
+        fd = os.open(path, _OPEN, 0o644)
+    except OSError as err:  # a symlink (O_NOFOLLOW: ELOOP) or a directory (EISDIR)
+        if err.errno not in (errno.ELOOP, errno.EISDIR):
+            raise
+        _remove(path)
+        fd = os.open(path, _OPEN | os.O_EXCL, 0o644)
+    try:
+        st = os.fstat(fd)
+        if st.st_nlink != 1 or not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IWUSR:
+            os.close(fd)
+            fd = -1
+            os.unlink(path)
+            fd = os.open(path, _OPEN | os.O_EXCL, 0o644)
+            st = os.fstat(fd)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.ftruncate(fd, len(data))
+        if st.st_size > len(data):
+            os.ftruncate(fd, len(data))
         if _SYNCFS is None:
             os.fsync(fd)
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+_PLAIN_NAME = re.compile(r"[\w.-]+", re.ASCII)
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
-    """The manifest as JSON with one line per top-level key and per file: readable with ``cat``,
-    and written by the C encoder (an indented ``json.dumps`` runs in pure Python, on the
-    writer thread, holding the GIL the training thread wants)."""
+    """The manifest as JSON: its top-level values on the first line, then a line per file,
+    readable with ``cat``. One call of the C encoder, and the file lines formatted directly
+    (a name that is not plain goes through the encoder): on the writer thread every
+    Python-level operation holds the GIL the training thread wants (an indented
+    ``json.dumps`` runs in pure Python)."""
+    head = json.dumps({k: v for k, v in manifest.items() if k != "files"})
     lines = []
-    for key, value in manifest.items():
-        if key == "files":
-            inner = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
-            lines.append(f'"files": {{\n{inner}\n}}')
-        else:
-            lines.append(f"{json.dumps(key)}: {json.dumps(value)}")
-    return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
-
-
-_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-
-
-def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytearray:
-    """The safetensors encoding of ``tensors`` (from any device); the bytes are the snapshot.
-
-    Written here rather than by ``safetensors.torch.save``, which refuses tensors that share
-    storage (tied weights; here they are simply written twice) and is a few times slower on the
-    training thread. The format is small — an 8-byte little-endian header length, a JSON header
-    of dtype / shape / byte offsets padded with spaces to a multiple of 8, then the raw
-    little-endian data — and every file is read back through the safetensors library, which
-    checks it.
-    """
-    header: dict[str, Any] = {}
-    flat: list[torch.Tensor] = []
-    offset = 0
-    for name, t in tensors.items():
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"tensor {name!r}: dtype {t.dtype} cannot be saved")
-        size = t.numel() * t.element_size()
-        header[name] = {
-            "dtype": _DTYPES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        flat.append(t.detach().contiguous().view(-1).view(torch.uint8) if size else t.new_empty(0))
-        offset += size
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
-    out = bytearray(8 + len(head) + offset)
-    out[:8] = len(head).to_bytes(8, "little")
-    out[8 : 8 + len(head)] = head
-    if offset:  # one copy of every tensor, straight into the file's bytes
-        body = torch.frombuffer(out, dtype=torch.uint8, offset=8 + len(head), count=offset)
-        torch.cat([f.to("cpu", torch.uint8) for f in flat], out=body)
-    return out  # a bytearray: written and hashed as it is, no further copy
+    for name, entry in manifest.get("files", {}).items():
+        key = f'"{name}"' if _PLAIN_NAME.fullmatch(name) else json.dumps(name)
+        lines.append(f'  {key}: {{"bytes": {int(entry["bytes"])}, "sha256": "{entry["sha256"]}"}}')
+    body = ",\n".join(lines)
+    return f'{head[:-1]},\n"files": {{\n{body}\n}}}}\n'.encode()
 
 
 def json_bytes(obj: Any, indent: int | None = None) -> bytes:
@@ -202,40 +187,54 @@ def write_checkpoint_dir(
     files: Mapping[str, bytes | bytearray],
     meta: dict[str, Any],
     reuse: Path | None = None,
+    reuse_names: Collection[str] | None = None,
 ) -> Path:
     """Atomically create directory ``final`` holding ``files`` plus a manifest of their hashes.
 
     ``reuse``: a pruned checkpoint's directory, already renamed to a ``.tmp-*`` name (see
     :class:`~gradstep.checkpoint.writer.CheckpointWriter`), to write into instead of a new
-    one: its files are overwritten in place and the ones not written again are removed.
+    one: its files, the manifest too, are overwritten in place (see :func:`_write_file`), and
+    any other entry is removed (``reuse_names``: its entries, when the caller wrote them itself
+    and knows them; else the directory is listed). That is safe because every state a crash
+    can leave is refused: the rename not durable — a ``.tmp-*`` directory, never listed; files
+    (or the manifest) only partly rewritten — a manifest that does not match them, or does not
+    parse; the manifest not rewritten at all while the rename is durable — the old manifest
+    names another step than the directory's name, which :func:`verify` refuses.
 
     Raises :class:`SaveError` (naming the path) for any OS error; ``final`` then does not exist
     and no temporary directory is left behind.
     """
     parent = final.parent
     tmp = reuse or parent / f"{TMP_PREFIX}{final.name}-{secrets.token_hex(4)}"
+    folder = os.fspath(tmp)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
         if reuse is None:
+            parent.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
         else:
-            _prepare_reuse(tmp, files)
+            names = os.listdir(folder) if reuse_names is None else reuse_names
+            for name in names:  # what the new checkpoint does not write again
+                if name not in files and name != MANIFEST:
+                    _remove(os.path.join(folder, name))
         manifest: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
         entries = {}
         for name, data in files.items():
-            _write_file(tmp / name, data)
+            path = os.path.join(folder, name)
+            _write_file(path, data)
             entries[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
             if _after_file_hook is not None:
-                _after_file_hook(tmp / name)
+                _after_file_hook(Path(path))
         manifest["files"] = entries
-        _write_file(tmp / MANIFEST, manifest_bytes(manifest))
+        _write_file(os.path.join(folder, MANIFEST), manifest_bytes(manifest))
         if _SYNCFS is None:
             _flush_dir(tmp)  # every file durable before the directory gets its final name
-        if final.exists():  # the same step saved again (fit end, a resumed finished run)
+        try:
+            os.rename(folder, final)
+        except OSError as err:  # the same step saved again (fit end, a resumed finished run)
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
             _exchange(tmp, final)  # atomically: the old one stays until the new one is in place
             shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old one
-        else:
-            os.rename(tmp, final)
         # Durable before links move and old checkpoints are pruned. With syncfs, one flush
         # covers the files and the rename: a crash before it may leave a renamed directory with
         # torn files, which its manifest rejects, and the previous checkpoints are still there.
@@ -245,30 +244,6 @@ def write_checkpoint_dir(
         where = err.filename or tmp
         raise SaveError(f"cannot save checkpoint {final}: {err.strerror or err} ({where})") from err
     return final
-
-
-def _prepare_reuse(folder: Path, files: Mapping[str, Any]) -> None:
-    """Make a pruned checkpoint's directory ready to be written into: its manifest goes first
-    (the new one is a new file, written last: a crash that keeps the directory's final name
-    but loses overwritten data leaves a manifest that rejects it, never the old manifest
-    vouching for the old files under the new name); a file is kept for overwriting only if it
-    is a plain, writable file with no other link (never write through a hard link — a backup
-    made with ``cp -al`` — or a symlink into data outside the run); everything else goes."""
-    (folder / MANIFEST).unlink(missing_ok=True)
-    for name in os.listdir(folder):
-        path = folder / name
-        st = os.lstat(path)
-        if (
-            name in files
-            and stat.S_ISREG(st.st_mode)
-            and st.st_nlink == 1
-            and st.st_mode & stat.S_IWUSR
-        ):
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def remove_stale_tmp(parent: Path) -> None:
@@ -335,9 +310,16 @@ def read_manifest(path: Path) -> dict[str, Any]:
 def verify(path: Path) -> dict[str, Any]:
     """Check every file against the manifest (size and SHA-256); return the manifest.
 
-    Raises :class:`CheckpointError` naming the first file that is missing, truncated or changed.
+    Raises :class:`CheckpointError` naming the first file that is missing, truncated or changed,
+    or, for a ``step-N`` directory (or a link to one), a manifest that is another step's: a
+    copied or renamed checkpoint, or a reused directory whose new manifest never reached the
+    disk (see :func:`write_checkpoint_dir`).
     """
     manifest = read_manifest(path)
+    named = STEP_DIR.match(path.resolve().name)
+    saved = manifest.get("step")
+    if named and isinstance(saved, int) and saved != int(named.group(1)):
+        raise CheckpointError(f"{path}: its manifest is step {saved}'s")
     for name, entry in manifest["files"].items():
         f = path / name
         if Path(name).name != name or not f.is_file():

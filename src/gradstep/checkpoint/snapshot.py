@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradstep.checkpoint.content import optimizer_state, rng_state
-from gradstep.checkpoint.files import json_bytes, tensors_to_bytes
+from gradstep.checkpoint.content import RngCapture, optimizer_state
+from gradstep.checkpoint.encoding import encode_tensors, tensors_to_bytes
+from gradstep.checkpoint.files import json_bytes
 from gradstep.checkpoint.resume import callback_keys
 from gradstep.checkpoint.writer import Job
 from gradstep.errors import NonFiniteError, UserError
@@ -115,34 +117,20 @@ def refuse_nonfinite(
             )
 
 
-def all_finite(data: bytes | bytearray, tensors: dict[str, torch.Tensor]) -> bool:
-    """True when every floating tensor encoded in ``data`` (:func:`tensors_to_bytes` of
-    ``tensors``) is finite; False means "look closer" (:func:`refuse_nonfinite` names the tensor
-    and lets a buffer's ``-inf`` pass). The check reads the encoded bytes, where adjacent
-    tensors of one dtype lie back to back: one ``aminmax`` per such run (one for a plain
-    model's weights) instead of one per tensor, which halves what the snapshot costs the
-    training thread for checking. Integer tensors (a BatchNorm's ``num_batches_tracked``) are
-    never read as floats."""
-    start = 8 + int.from_bytes(data[:8], "little")
-    runs: list[list[Any]] = []  # [dtype, byte offset, element count]
-    offset = start
-    for t in tensors.values():
-        size = t.numel() * t.element_size()
-        if t.is_floating_point() and size:
-            if (
-                runs
-                and runs[-1][0] == t.dtype
-                and runs[-1][1] + runs[-1][2] * t.element_size() == offset
-            ):
-                runs[-1][2] += t.numel()
-            else:
-                runs.append([t.dtype, offset, t.numel()])
-        offset += size
+def all_finite(runs: list[tuple[torch.dtype, torch.Tensor]]) -> bool:
+    """True when every floating run (of :func:`~gradstep.checkpoint.encoding.encode_tensors`: a
+    view over the encoded bytes of adjacent tensors of one dtype) is finite; False means "look
+    closer" (:func:`refuse_nonfinite` names the tensor and lets a buffer's ``-inf`` pass), as
+    does a floating run the encoder could only view as bytes (not aligned for its dtype). One
+    ``aminmax`` per run (one for a plain model's weights) instead of one per tensor, which
+    halves what the snapshot costs the training thread for checking. Integer tensors (a
+    BatchNorm's ``num_batches_tracked``) are never read as floats."""
     ends = []
-    for dtype, at, count in runs:
-        if at % dtype.itemsize:
-            return False  # not aligned for this dtype: the per-tensor check decides
-        ends.extend(torch.aminmax(torch.frombuffer(data, dtype=dtype, offset=at, count=count)))
+    for dtype, view in runs:
+        if dtype.is_floating_point:
+            if view.dtype != dtype:
+                return False
+            ends.extend(torch.aminmax(view))
     if not ends:
         return True
     if any(e.dtype != ends[0].dtype for e in ends):
@@ -173,6 +161,7 @@ class RunSnapshot:
             )
         )
         self._history: list[tuple[dict[str, Any], str]] = []  # (epoch record, its JSON)
+        self._rng = RngCapture()  # every generator's state, re-encoded only when it changed
 
     def _history_json(self, history: list[dict[str, Any]]) -> str:
         """The history as JSON, re-encoding only the last record. Encoding floats is the slow
@@ -197,12 +186,11 @@ class RunSnapshot:
         # serialised here, on the training thread: safetensors' bytes are the snapshot (one
         # copy), and the writer thread then runs no torch op at all (one that did would start a
         # second OpenMP team competing with training for the cores)
-        weight_bytes, opt_bytes = tensors_to_bytes(weights), tensors_to_bytes(opt_tensors)
-        on_cpu = all(t.device.type == "cpu" for t in (*weights.values(), *opt_tensors.values()))
+        encoded_weights, encoded_opt = encode_tensors(weights), encode_tensors(opt_tensors)
+        weight_bytes, opt_bytes = encoded_weights.data, encoded_opt.data
+        on_cpu = encoded_weights.on_cpu and encoded_opt.on_cpu
         # on an accelerator the per-tensor check runs there, faster than on the host copy
-        if not (
-            on_cpu and all_finite(weight_bytes, weights) and all_finite(opt_bytes, opt_tensors)
-        ):
+        if not (on_cpu and all_finite(encoded_weights.runs + encoded_opt.runs)):
             refuse_nonfinite(self.model, weights, opt_tensors, state.global_step)
         callbacks: dict[str, str] = {}  # key -> its state as JSON
         cb_tensors: dict[str, torch.Tensor] = {}
@@ -219,8 +207,11 @@ class RunSnapshot:
                         f"callback {key}: state_dict() must return JSON values ({err})"
                     ) from None
         metrics_bytes = None
-        if self.metrics_path is not None and self.metrics_path.is_file():
-            metrics_bytes = self.metrics_path.stat().st_size
+        if self.metrics_path is not None:
+            try:
+                metrics_bytes = os.stat(self.metrics_path).st_size
+            except FileNotFoundError:
+                pass
         saved = {
             "step": state.global_step,
             "epoch": state.epoch,
@@ -229,14 +220,13 @@ class RunSnapshot:
             "train_metrics": state.train_metrics,
             "val_metrics": state.val_metrics,
             "optimizer": opt_meta,
-            "rng": rng_state(),
             "metrics_bytes": metrics_bytes,
         }
         # one JSON object: the changing part, then the history and the run's fixed part, each
         # encoded as above (key order is not part of the format)
         changing = json.dumps(saved)
         encoded = ", ".join(f"{json.dumps(k)}: {text}" for k, text in callbacks.items())
-        state_json = f'{changing[:-1]}, "callbacks": {{{encoded}}}, '
+        state_json = f'{changing[:-1]}, "rng": {self._rng.json()}, "callbacks": {{{encoded}}}, '
         state_json += f'"history": {self._history_json(state.history)}, {self._fixed_json}}}\n'
         job.files = {
             "model.safetensors": weight_bytes,

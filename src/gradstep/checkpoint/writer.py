@@ -29,19 +29,21 @@ and ``latest`` / ``best`` never point at a checkpoint that was not completely wr
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
-import stat
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradstep.checkpoint.files import TMP_PREFIX, SaveError, write_checkpoint_dir
-
-STEP_DIR = re.compile(r"^step-(\d+)$")
+from gradstep.checkpoint.files import (
+    MANIFEST,
+    STEP_DIR,
+    TMP_PREFIX,
+    SaveError,
+    write_checkpoint_dir,
+)
 
 
 def step_dir_name(step: int) -> str:
@@ -66,17 +68,23 @@ class Outcome:
 
 
 def point(directory: Path, link: str, target: str) -> None:
-    """Atomically make ``directory/link`` a relative symlink to ``target``."""
-    tmp = directory / f".{link}.{secrets.token_hex(4)}.tmp"
-    os.symlink(target, tmp)
-    where = directory / link
+    """Atomically make ``directory/link`` a relative symlink to ``target``: a new symlink under
+    a hidden name (one a killed run left is replaced), renamed over the old one. A ``link``
+    that is a real directory (a run copied with ``cp -rL``) is kept aside as
+    ``link.copy-<random>``. Few plain ``os`` calls: it runs on the writer thread, beside
+    training, at every checkpoint."""
+    tmp = os.path.join(directory, f".{link}.tmp")
     try:
-        copied = stat.S_ISDIR(os.lstat(where).st_mode)  # a copied run (cp -rL): keep it aside
-    except FileNotFoundError:
-        copied = False
-    if copied:
-        os.rename(where, directory / f"{link}.copy-{secrets.token_hex(3)}")
-    os.replace(tmp, where)
+        os.symlink(target, tmp)
+    except FileExistsError:
+        os.unlink(tmp)
+        os.symlink(target, tmp)
+    where = os.path.join(directory, link)
+    try:
+        os.replace(tmp, where)
+    except IsADirectoryError:
+        os.rename(where, f"{where}.copy-{secrets.token_hex(3)}")
+        os.replace(tmp, where)
 
 
 def step_dirs(directory: Path) -> list[tuple[int, Path]]:
@@ -108,11 +116,16 @@ class CheckpointWriter:
         self._dirs: list[str] | None = None  # step directories, oldest first; scanned once
         self._best: str | None = None
         self._spare: Path | None = None  # a pruned checkpoint's directory, to write into next
+        self._spare_names: frozenset[str] | None = None  # its entries, if this writer wrote it
+        self._written: dict[str, frozenset[str]] = {}  # step directory -> the files written
 
     def _write(self, job: Job) -> Outcome:
         spare, self._spare = self._spare, None
         try:
-            path = write_checkpoint_dir(self.directory / job.name, job.files, job.meta, spare)
+            path = write_checkpoint_dir(
+                self.directory / job.name, job.files, job.meta, spare, self._spare_names
+            )
+            self._written[job.name] = frozenset((*job.files, MANIFEST))
             point(self.directory, "latest", job.name)
             if job.best:
                 point(self.directory, "best", job.name)
@@ -142,11 +155,12 @@ class CheckpointWriter:
             if name == self._best:
                 continue
             path = os.path.join(self.directory, name)
+            names = self._written.pop(name, None)
             if self._spare is None:  # kept, hidden, for the next checkpoint to write into
-                spare = self.directory / f"{TMP_PREFIX}spare-{secrets.token_hex(4)}"
+                spare = self.directory / f"{TMP_PREFIX}spare-{name}"
                 try:
                     os.rename(path, spare)
-                    self._spare = spare
+                    self._spare, self._spare_names = spare, names
                     continue
                 except OSError:
                     pass
