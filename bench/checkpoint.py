@@ -7,18 +7,25 @@
    folder, links, pruning); *load* is verify (SHA-256 of every file) + rebuild the model + read
    the weights and optimizer state.
 2. The MNIST example (``examples/mnist_simplenet.toml``, on ``../shared/data/mnist``: 8,000
-   training images, so an epoch is only ~0.15 s and a checkpoint every epoch is frequent): the
-   share of training time per-epoch checkpointing costs. Two parts: the time saving *blocks*
-   the training thread (the snapshot), and how much longer the next epoch takes while the
-   background writer works. For the second, each run checkpoints after every odd epoch only,
-   and each epoch that overlaps a write is compared with the mean of its two neighbours, which
-   overlap none (within one run, so the shared machine's drifts cancel; whole runs seconds apart
-   vary by +-20 % here). That difference is noisy on a shared machine, so the writer thread's
-   CPU time is also counted: blocking + writer CPU is what a checkpoint costs if every cycle the
-   writer uses is taken from training (both cores busy).
-   Target: <= 2 %.
+   training images, so an epoch is only ~0.15-0.2 s and a checkpoint every epoch is frequent):
+   the share of training time per-epoch checkpointing costs. Two parts:
 
-    python bench/checkpoint.py [--rounds 5] [--epochs 36]
+   * *blocking*: the time ``save`` holds the training thread (the snapshot), timed directly;
+   * *background*: how much the training steps slow down while the writer thread works. Each
+     run checkpoints after every odd epoch only; each even epoch, whose start the write
+     overlaps, is compared with the mean of its two odd neighbours, which overlap none (within
+     one run, so the shared machine's drifts cancel; whole runs seconds apart vary by +-20 %
+     here). What is compared is the time to the end of each epoch's first ``--window`` (10)
+     steps: every write has finished by then (the bench checks and says so), and there the
+     comparison is about five times less noisy than over the whole epoch. Each round also trains a
+     *control* run with the same instrumentation and no checkpoint, whose even-odd difference
+     (how unlike the epochs are without any write) is subtracted.
+
+   The whole-epoch difference is printed as a cross-check, and the writer thread's CPU time is
+   counted too: blocking + writer CPU is what a checkpoint costs if every cycle the writer uses
+   is taken from training (both cores busy). Target: <= 2 %.
+
+    python bench/checkpoint.py [--rounds 5] [--epochs 36] [--window 10]
 """
 
 from __future__ import annotations
@@ -102,12 +109,14 @@ def time_save_load(kind: str, repeats: int) -> dict[str, float]:
 
 class _Alternate:
     """Bench instrumentation: the run's checkpointer saves at the end of every odd epoch (not
-    the last) and never after an even one, so each epoch that follows a checkpoint — the one the
-    background write overlaps — has two neighbours that follow none. It adds up the time the
-    training thread spends in ``save`` (blocking), the CPU time the writer thread spends on each
-    checkpoint, and when each write ends."""
+    the last) and never after an even one — or, for a control run (``save=False``), never — so
+    each epoch that follows a checkpoint, the one the background write overlaps, has two
+    neighbours that follow none. It adds up the time the training thread spends in ``save``
+    (blocking), the CPU time the writer thread spends on each checkpoint, and when each write
+    ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, save: bool = True) -> None:
+        self.save = save
         self.blocking: list[float] = []
         self.writer_cpu: list[float] = []
         self.write_ends: list[float] = []
@@ -119,7 +128,7 @@ class _Alternate:
 
         def on_epoch_end(cb: Checkpointer, state: gs.TrainState) -> None:
             cb.measured["train"] = state.global_step
-            if state.epoch % 2 == 1 and state.epoch < state.epochs:
+            if bench.save and state.epoch % 2 == 1 and state.epoch < state.epochs:
                 t0 = time.perf_counter()
                 cb.save(state)
                 bench.blocking.append(time.perf_counter() - t0)
@@ -170,66 +179,85 @@ def _se_of_median(values: list[float]) -> float:
     return 1.2533 * (q[2] - q[0]) / 1.35 / len(values) ** 0.5
 
 
+class _Sample:
+    """Per run kind (saving, control): how much longer an even epoch's first steps and whole
+    epoch take than the mean of its two odd neighbours, one value per even epoch."""
+
+    def __init__(self) -> None:
+        self.window: list[float] = []
+        self.epoch: list[float] = []
+
+    def diff(self, other: _Sample, name: str) -> tuple[float, float]:
+        """Median of ours minus median of ``other``'s, and its standard error."""
+        mine, theirs = getattr(self, name), getattr(other, name)
+        se = (_se_of_median(mine) ** 2 + _se_of_median(theirs) ** 2) ** 0.5
+        return statistics.median(mine) - statistics.median(theirs), se
+
+
 def mnist_share(rounds: int, epochs: int, window: int) -> dict[str, Any]:
-    """The cost of a checkpoint every epoch, as a share of an epoch's training time, measured
-    two ways (see the module docstring)."""
+    """The cost of a checkpoint every epoch, as a share of an epoch's training time (see the
+    module docstring): each round trains once saving after every odd epoch and once saving
+    never (the control, in alternating order)."""
     overrides = [
         f"train.epochs={epochs}",
         "train.progress=false",
         "checkpoint.every=epoch",
         "log.plots=false",
     ]
-    extra: list[float] = []  # per write: how much longer the window that overlaps it took
-    ratios: list[float] = []  # per write: the same for the whole epoch, as a ratio
+    saving, control = _Sample(), _Sample()
     blocking: list[float] = []
     writer_cpu: list[float] = []
     epoch_times: list[float] = []
     late = 0
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         for r in range(rounds + 1):  # round 0 warms up
-            cfg = [*overrides, f"run.dir={tmp}", f"run.name=r{r}"]
-            trainer = gs.Trainer.from_config(ROOT / "examples" / "mnist_simplenet.toml", cfg)
-            trainer.config.data.path = str(MNIST)
-            clock = _StepClock(window)
-            trainer.callbacks.append(clock)
-            with _Alternate() as bench, contextlib.redirect_stdout(io.StringIO()):
-                result = trainer.fit()
-            if not r:
-                continue
-            t = [h["time_s"] for h in result.history]  # t[i] is epoch i + 1
-            # epoch e (even) follows a checkpoint; epochs e - 1 and e + 1 follow none. Their
-            # mean cancels a steady drift; epoch 2 is left out (the first write warms up)
-            after = range(4, len(t), 2)
-            run_extra = [
-                clock.window(e) - (clock.window(e - 1) + clock.window(e + 1)) / 2 for e in after
-            ]
-            late += sum(bench.write_ends[e // 2 - 1] > clock.ends[e][-1] for e in after)
-            extra += run_extra
-            ratios += [t[e - 1] / ((t[e - 2] + t[e]) / 2) - 1 for e in after]
-            blocking += bench.blocking[1:]
-            writer_cpu += bench.writer_cpu[1:]
-            epoch_times += t[2:]
-            print(
-                f"  round {r}: the first {window} steps after a checkpoint take "
-                f"{statistics.median(run_extra) * 1e3:+.2f} ms longer (median of "
-                f"{len(run_extra)}); saving blocks training "
-                f"{statistics.median(bench.blocking) * 1e3:.2f} ms, the writer thread uses "
-                f"{statistics.median(bench.writer_cpu) * 1e3:.2f} ms of CPU"
-            )
+            for save in (True, False) if r % 2 else (False, True):
+                cfg = [*overrides, f"run.dir={tmp}", f"run.name=r{r}-{save}"]
+                trainer = gs.Trainer.from_config(ROOT / "examples" / "mnist_simplenet.toml", cfg)
+                trainer.config.data.path = str(MNIST)
+                clock = _StepClock(window)
+                trainer.callbacks.append(clock)
+                with _Alternate(save) as bench, contextlib.redirect_stdout(io.StringIO()):
+                    result = trainer.fit()
+                if not r:
+                    continue
+                t = [h["time_s"] for h in result.history]  # t[i] is epoch i + 1
+                # epoch e (even) follows a checkpoint; epochs e - 1 and e + 1 follow none.
+                # Their mean cancels a steady drift; epoch 2 is left out (the first write
+                # warms up)
+                after = range(4, len(t), 2)
+                sample = saving if save else control
+                sample.window += [
+                    clock.window(e) - (clock.window(e - 1) + clock.window(e + 1)) / 2 for e in after
+                ]
+                sample.epoch += [t[e - 1] - (t[e - 2] + t[e]) / 2 for e in after]
+                epoch_times += t[2:]
+                if save:
+                    late += sum(bench.write_ends[e // 2 - 1] > clock.ends[e][-1] for e in after)
+                    blocking += bench.blocking[1:]
+                    writer_cpu += bench.writer_cpu[1:]
+                    print(
+                        f"  round {r}: saving blocks training "
+                        f"{statistics.median(bench.blocking) * 1e3:.2f} ms, the writer thread "
+                        f"uses {statistics.median(bench.writer_cpu) * 1e3:.2f} ms of CPU"
+                    )
     epoch = statistics.median(epoch_times)
     block = statistics.median(blocking) / epoch
-    background = statistics.median(extra) / epoch
+    background, background_se = saving.diff(control, "window")
+    whole, whole_se = saving.diff(control, "epoch")
     return {
         "epoch_ms": epoch * 1e3,
         "blocking": block,
-        "background": background,
-        "background_se": _se_of_median(extra) / epoch,
-        "writes": len(extra),
+        "background": background / epoch,
+        "background_se": background_se / epoch,
+        "control_window_ms": statistics.median(control.window) * 1e3,
+        "control_epoch_ms": statistics.median(control.epoch) * 1e3,
+        "writes": len(saving.window),
         "late": late,
-        "whole_epoch": statistics.median(ratios),
-        "whole_epoch_se": _se_of_median(ratios),
+        "whole_epoch": whole / epoch,
+        "whole_epoch_se": whole_se / epoch,
         "writer_cpu": statistics.median(writer_cpu) / epoch,
-        "share": block + background,
+        "share": block + background / epoch,
         "cpu_share": block + statistics.median(writer_cpu) / epoch,
     }
 
@@ -254,17 +282,19 @@ def main() -> None:
     if not (MNIST / "t10k-images-idx3-ubyte.gz").is_file():
         print(f"MNIST not found at {MNIST}: share of training time not measured")
         return
-    print(f"MNIST simplenet example, {args.epochs} epochs, {args.rounds} runs:")
+    print(f"MNIST simplenet example, {args.epochs} epochs, {args.rounds} rounds:")
     s = mnist_share(args.rounds, args.epochs, args.window)
     print(
         f"  epoch {s['epoch_ms']:.0f} ms; blocking {s['blocking']:.2%}; background "
         f"{s['background']:+.2%} +- {s['background_se']:.2%} (the first {args.window} steps "
-        f"after each of {s['writes']} writes; {s['writes'] - s['late']} of them had finished "
-        f"by then); writer CPU time {s['writer_cpu']:.2%}"
+        f"after each of {s['writes']} writes, less the control's "
+        f"{s['control_window_ms']:+.2f} ms; {s['writes'] - s['late']} writes had finished by "
+        f"then); writer CPU time {s['writer_cpu']:.2%}"
     )
     print(
         f"  cross-check, whole epochs: an epoch after a write takes {s['whole_epoch']:+.2%} "
-        f"+- {s['whole_epoch_se']:.2%} longer (this machine's noise over 150 steps)"
+        f"+- {s['whole_epoch_se']:.2%} longer, less the control's "
+        f"{s['control_epoch_ms']:+.2f} ms (150 steps of this machine's noise)"
     )
     if s["late"]:
         print(f"  {s['late']} writes outlasted the window: run again with a larger --window")

@@ -30,6 +30,7 @@ def test_checkpoint_benchmark_runs_and_prints_its_figures():
     assert "simplenet:    101,770 parameters" in out
     assert "per-epoch checkpointing costs" in out and "counted (blocking + writer CPU)" in out
     assert "the writer thread uses" in out  # its CPU time per checkpoint, measured in the run
+    assert "less the control's" in out and "writes had finished by then" in out
 
 
 def test_grad_norm_benchmark_runs_and_prints_the_cost_per_workload():

@@ -4,6 +4,7 @@ the grad_norm_peak checkpoint policy."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -217,3 +218,20 @@ def test_the_incremental_policy_agrees_with_the_rule_on_random_series():
         assert peak.reached_step == (None if expected is None else 10 * (expected + 1))
         reached += expected is not None
     assert reached > 20  # the series reach the rule often enough to mean something
+
+
+def test_the_monitors_state_round_trips_packed_and_reads_the_old_list_form():
+    """state_dict packs the recent (step, norm) window (exact, NaN and Inf included); a
+    checkpoint written before that holds a list of pairs, and must still load."""
+    model = nn.Linear(2, 1)
+    mon = GradMonitor(model, warn=lambda m: None, window=3)
+    mon.recent.extend([(7, 0.1 + 0.2), (8, float("nan")), (9, float("inf")), (10, 1e-300)])
+    state = json.loads(json.dumps(mon.state_dict()))
+    again = GradMonitor(model, warn=lambda m: None, window=3)
+    again.load_state_dict(state)
+    assert [s for s, _ in again.recent] == [7, 8, 9, 10]
+    norms = [n for _, n in again.recent]
+    assert norms[0] == 0.1 + 0.2 and math.isnan(norms[1]) and norms[2:] == [float("inf"), 1e-300]
+    old = dict(state, recent=[[7, 0.5], [8, 0.25]])
+    again.load_state_dict(old)
+    assert list(again.recent) == [(7, 0.5), (8, 0.25)]

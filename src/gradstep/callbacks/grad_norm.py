@@ -38,7 +38,9 @@ norm is the one before clipping, as in Lightning's and the HF Trainer's logs.
 
 from __future__ import annotations
 
+import base64
 import math
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -300,8 +302,15 @@ class GradMonitor(Callback):
         self.flush(state)
 
     def state_dict(self) -> dict[str, Any]:
+        steps = [s for s, _ in self.recent]
         return {
-            "recent": [list(r) for r in self.recent],
+            # packed (exact, NaN included): 40 floats written by JSON cost a checkpoint ~0.1 ms
+            "recent": {
+                "steps": base64.b64encode(struct.pack(f"<{len(steps)}q", *steps)).decode(),
+                "norms": base64.b64encode(
+                    struct.pack(f"<{len(steps)}d", *(n for _, n in self.recent))
+                ).decode(),
+            },
             "vanish_run": list(self.vanish_run),
             "exploding": self.exploding,
             "vanishing": self.vanishing,
@@ -314,7 +323,16 @@ class GradMonitor(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.recent = deque((tuple(r) for r in state.get("recent", [])), maxlen=2 * self.window)
+        recent = state.get("recent", [])
+        if isinstance(recent, dict):  # packed (see state_dict); a list of pairs before
+            steps = base64.b64decode(recent["steps"])
+            norms = base64.b64decode(recent["norms"])
+            recent = zip(
+                struct.unpack(f"<{len(steps) // 8}q", steps),
+                struct.unpack(f"<{len(norms) // 8}d", norms),
+                strict=True,
+            )
+        self.recent = deque((tuple(r) for r in recent), maxlen=2 * self.window)
         self.vanish_run = list(state.get("vanish_run", []))
         self.exploding = state.get("exploding")
         self.vanishing = state.get("vanishing")

@@ -144,7 +144,7 @@ class RngCapture:
         if raw_torch != self._torch[0]:
             self._torch = (raw_torch, json.dumps(base64.b64encode(raw_torch).decode()))
         text = f'{{"python": {self._py[1]}, "numpy": {self._numpy()}, "torch": {self._torch[1]}'
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if torch.cuda.is_initialized():  # False without CUDA, and until a run uses it
             text += f', "cuda": {json.dumps([_b64(s) for s in torch.cuda.get_rng_state_all()])}'
         return text + "}"
 

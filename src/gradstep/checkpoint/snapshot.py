@@ -121,21 +121,21 @@ def all_finite(runs: list[tuple[torch.dtype, torch.Tensor]]) -> bool:
     """True when every floating run (of :func:`~gradstep.checkpoint.encoding.encode_tensors`: a
     view over the encoded bytes of adjacent tensors of one dtype) is finite; False means "look
     closer" (:func:`refuse_nonfinite` names the tensor and lets a buffer's ``-inf`` pass), as
-    does a floating run the encoder could only view as bytes (not aligned for its dtype). One
-    ``aminmax`` per run (one for a plain model's weights) instead of one per tensor, which
-    halves what the snapshot costs the training thread for checking. Integer tensors (a
+    does a floating run the encoder could only view as bytes (not aligned for its dtype).
+
+    One sum per run (one for a plain model's weights): a NaN or an infinity anywhere makes the
+    sum NaN or infinite; so can finite values whose sum overflows, which only sends the check
+    to the exact per-tensor one. The cheapest exact-enough test measured on the training thread
+    (half an ``aminmax``'s time, a tenth of ``isfinite().all()``). Integer tensors (a
     BatchNorm's ``num_batches_tracked``) are never read as floats."""
-    ends = []
     for dtype, view in runs:
         if dtype.is_floating_point:
             if view.dtype != dtype:
                 return False
-            ends.extend(torch.aminmax(view))
-    if not ends:
-        return True
-    if any(e.dtype != ends[0].dtype for e in ends):
-        ends = [e.to(torch.float64) for e in ends]
-    return all(map(math.isfinite, torch.stack(ends).tolist()))
+            total = view.sum() if dtype.itemsize >= 4 else view.sum(dtype=torch.float32)
+            if not math.isfinite(total.item()):
+                return False
+    return True
 
 
 @dataclass
