@@ -2,6 +2,7 @@
 
 * :mod:`~gradstep.checkpoint.files` — the on-disk format: atomic write, manifest, verification,
   refusing pickles and malformed safetensors;
+* :mod:`~gradstep.checkpoint.encoding` — tensors to safetensors bytes (the snapshot's copy);
 * :mod:`~gradstep.checkpoint.content` — model, optimizer and RNG state to tensors + JSON and back;
 * :mod:`~gradstep.checkpoint.writer` — background writing, ``latest`` / ``best``, pruning;
 * :mod:`~gradstep.checkpoint.load` — finding a checkpoint from a path, ``load_model``;

@@ -1,13 +1,13 @@
 """Checkpoints written off the training thread: one at a time, in order, never half-reported.
 
 The training thread takes a *snapshot* at a step boundary — the files' bytes: safetensors of the
-weights and optimizer state, JSON of the rest; well under a millisecond for the MNIST example —
+weights and optimizer state, JSON of the rest; about a millisecond for the MNIST example —
 and hands it to :class:`CheckpointWriter`, whose one worker thread hashes, writes and fsyncs the
 files, renames the directory into place (see
 :func:`~gradstep.checkpoint.files.write_checkpoint_dir`), then points ``latest`` (and ``best``) at
 it and prunes old checkpoints. The worker runs no torch op (one would start a second OpenMP team
 competing with training for the cores); file I/O, syncs and hashing release the GIL, so training
-goes on meanwhile. Its CPU time (hashing, page-cache copies, syscalls: about 2 ms for the MNIST
+goes on meanwhile. Its CPU time (hashing, page-cache copies, syscalls: about 1.7 ms for the MNIST
 example's 0.8 MB on a busy 2-core machine) still competes with training on a CPU-only box;
 ``bench/checkpoint.py`` measures the share. (A niced worker was tried and measured worse: it
 falls behind, and training then waits at the queue.)
@@ -15,7 +15,8 @@ falls behind, and training then waits at the queue.)
 Pruning keeps one pruned directory aside, renamed to a hidden ``.tmp-spare-*``, and the next
 checkpoint is written into it: its files are overwritten in place, so the filesystem neither
 frees their blocks and cached pages nor allocates new ones — that took 40 % of the worker's CPU
-time for the MNIST example. The spare is not a checkpoint (``.tmp-*`` names are never listed,
+time for the MNIST example (the writer remembers which files it wrote there, so it need not
+list the directory). The spare is not a checkpoint (``.tmp-*`` names are never listed,
 and a resume removes leftovers); :meth:`CheckpointWriter.close` removes it.
 
 Writes happen in order; at most ``max_pending`` (2) snapshots wait or are being written, and
