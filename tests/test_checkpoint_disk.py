@@ -20,11 +20,11 @@ def fail_on_call(monkeypatch, n, err):
     """Make the n-th file write (4 per checkpoint) fail with ``err``."""
     real, calls = files._write_file, [0]
 
-    def write(path, data):
+    def write(path, data, **kw):
         calls[0] += 1
         if calls[0] == n:
             raise OSError(err, __import__("os").strerror(err), str(path))
-        real(path, data)
+        real(path, data, **kw)
 
     monkeypatch.setattr(files, "_write_file", write)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
 import torch
 
 from gradstep.checkpoint import files
@@ -114,13 +115,15 @@ def ckpt_job(step: int) -> Job:
     return Job(name=f"step-{step:06d}", files=data, meta={"step": step})
 
 
+@pytest.mark.parametrize("manifest_lost", [False, True])
 def test_a_crash_that_loses_the_overwrites_of_a_reused_directory_is_never_taken(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, manifest_lost
 ):
     """Power lost after the reused directory got its final name but before the data written
-    in place reached the disk: the files, the manifest too, hold the pruned checkpoint's bytes
-    again. That old manifest verifies them, but names step 1 in step-000004: it is refused,
-    and resume falls back to the previous checkpoint."""
+    in place reached the disk: its files hold the pruned checkpoint's bytes again. The new
+    manifest (a new file) rejects them; if it was lost too, along with the old manifest's
+    removal, the old manifest is back, verifies the old files, but names step 1 in
+    step-000004: refused too. Resume falls back to the previous checkpoint either way."""
     from gradstep.checkpoint.load import newest_good
 
     writer = CheckpointWriter(tmp_path, keep=2, background=False)
@@ -128,29 +131,30 @@ def test_a_crash_that_loses_the_overwrites_of_a_reused_directory_is_never_taken(
         writer.submit(ckpt_job(step))  # after 3, step-000001 becomes the spare
     real = files.write_checkpoint_dir
 
-    def power_loss(final, data, meta, reuse=None, names=None):
+    def power_loss(final, data, meta, reuse=None):
         assert reuse is not None
         old = {p.name: (p.read_bytes(), p.stat().st_ino) for p in reuse.iterdir()}
-        out = real(final, data, meta, reuse, names)
+        out = real(final, data, meta, reuse)
         for name, (content, inode) in old.items():
             path = final / name
             if path.exists() and path.stat().st_ino == inode:  # overwritten in place: lost
                 path.write_bytes(content)
+            elif name == files.MANIFEST and manifest_lost:
+                path.write_bytes(content)  # a new file, lost; the old one's removal, lost
         return out
 
     monkeypatch.setattr("gradstep.checkpoint.writer.write_checkpoint_dir", power_loss)
     writer.submit(ckpt_job(4))
     found, skipped = newest_good(tmp_path)
     assert found is not None and found.path.name == "step-000003"
-    assert skipped == [
-        f"skipped checkpoint step-000004: {tmp_path}/step-000004: its manifest is step 1's"
-    ]
+    reason = "its manifest is step 1's" if manifest_lost else "does not match the manifest"
+    assert len(skipped) == 1 and "step-000004" in skipped[0] and reason in skipped[0]
 
 
 def test_a_reused_directory_never_writes_through_a_link(tmp_path):
     """A hard-linked backup (cp -al) of a checkpoint, a file replaced by a symlink, a read-only
-    file, must not be overwritten when that checkpoint's directory is reused (a directory
-    where a file was is removed)."""
+    file, must not be overwritten when that checkpoint's directory is reused (a directory or a
+    FIFO where a file was is removed)."""
     writer = CheckpointWriter(tmp_path / "ck", keep=1, background=False)
     writer.submit(ckpt_job(1))
     backup = tmp_path / "backup"
@@ -164,12 +168,15 @@ def test_a_reused_directory_never_writes_through_a_link(tmp_path):
     state.unlink()
     state.symlink_to(outside)
     read_only = tmp_path / "ck" / "step-000002" / "model.json"
+    read_only.write_bytes(b"mine, read-only")
     read_only.chmod(0o444)
     held = read_only.open("rb")  # the read-only file's inode, to see it is not written into
     (spare,) = (tmp_path / "ck").glob(".tmp-spare-*")  # step-000001, pruned: written next
     opt = spare / "optimizer.safetensors"
     opt.unlink()
     (opt / "sub").mkdir(parents=True)
+    os.unlink(spare / "state.json")
+    os.mkfifo(spare / "state.json")  # opened for writing with no reader: must not hang
     for step in (3, 4):  # step-000001, then step-000002 are written into again
         assert all(o.error is None for o in writer.submit(ckpt_job(step)))
         files.verify(tmp_path / "ck" / f"step-{step:06d}")
@@ -177,7 +184,7 @@ def test_a_reused_directory_never_writes_through_a_link(tmp_path):
     files.verify(backup)  # the backup still holds step 1, intact
     assert (backup / "model.safetensors").read_bytes() == ckpt_job(1).files["model.safetensors"]
     assert outside.read_bytes() == b"keep me"
-    assert held.read() == ckpt_job(2).files["model.json"]
+    assert held.read() == b"mine, read-only"
     assert (
         os.fstat(held.fileno()).st_ino
         != (tmp_path / "ck" / "step-000004" / "model.json").stat().st_ino
@@ -211,4 +218,21 @@ def test_a_checkpoint_under_another_steps_name_is_skipped(tmp_path):
     assert found is not None and found.path.name == "step-000002"
     assert skipped == [
         f"skipped checkpoint step-000005: {tmp_path}/step-000005: its manifest is step 2's"
+    ]
+
+
+def test_a_checkpoint_whose_state_is_another_steps_is_skipped(tmp_path):
+    """A manifest that verifies files of two checkpoints mixed (state.json of another step)."""
+    from gradstep.checkpoint.load import newest_good
+
+    writer = CheckpointWriter(tmp_path, keep=3, background=False)
+    writer.submit(ckpt_job(1))
+    mixed = ckpt_job(2)
+    mixed.name, mixed.meta = "step-000005", {"step": 5}
+    writer.submit(mixed)
+    found, skipped = newest_good(tmp_path)
+    assert found is not None and found.path.name == "step-000001"
+    assert skipped == [
+        f"skipped checkpoint step-000005: {tmp_path}/step-000005: state.json is step 2's, "
+        "the manifest 5's"
     ]

@@ -118,7 +118,14 @@ def encode_tensors(tensors: Mapping[str, torch.Tensor]) -> Encoded:
                 view = torch.frombuffer(
                     out, dtype=torch.uint8, offset=base + at, count=count * dtype.itemsize
                 )
-                flat = [f.view(torch.uint8) for f in flat]
+                # as bytes: a fresh copy where the stride is not 1 (a strided or expanded
+                # tensor; even one element of stride 2, which PyTorch calls contiguous)
+                flat = [
+                    (
+                        f if f.stride(0) == 1 else f.clone(memory_format=torch.contiguous_format)
+                    ).view(torch.uint8)
+                    for f in flat
+                ]
             else:
                 view = torch.frombuffer(out, dtype=dtype, offset=base + at, count=count)
             if layout.on_cpu:

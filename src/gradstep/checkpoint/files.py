@@ -1,12 +1,14 @@
 """A checkpoint on disk: an atomic directory of safetensors + JSON files with a SHA-256 manifest.
 
 Writing (:func:`write_checkpoint_dir`): every file goes into a temporary sibling directory
-(``.tmp-step-000123-<random>``), ``manifest.json`` last; the directory is renamed to its final
-name and everything is made durable — on Linux by one ``syncfs`` of the filesystem after the
-rename; elsewhere by an fsync of each file and of the directory before it, and of the parent
-after — before ``latest`` / ``best`` move and old checkpoints are pruned.
-A crash at any point leaves either the complete checkpoint or a ``.tmp-*`` directory that
-:func:`gradstep.checkpoint.locate.list_checkpoints` ignores (and :func:`remove_stale_tmp` removes).
+(``.tmp-step-000123-<random>``, or a pruned checkpoint's, recycled), ``manifest.json`` last; the
+directory is renamed to its final name and everything is made durable — on Linux by one
+``syncfs`` of the filesystem after the rename; elsewhere by an fsync of each file and of the
+directory before it, and of the parent after — before ``latest`` / ``best`` move and old
+checkpoints are pruned. A crash at any point leaves the previous checkpoints intact, and of the
+new one either the complete checkpoint, a ``.tmp-*`` directory that is never listed (and that
+:func:`remove_stale_tmp` removes), or a directory that :func:`verify` refuses (files that do not
+match the manifest, no manifest, or the recycled directory's old manifest naming another step).
 
 Reading (:func:`verify` and :func:`read_tensors`): a checkpoint is loaded only when its manifest
 verifies — every file listed is there with the size and SHA-256 recorded, and nothing is missing —
@@ -26,7 +28,7 @@ import secrets
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -108,24 +110,38 @@ def _flush_dir(path: Path) -> None:
         os.close(fd)
 
 
-_OPEN = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+# O_NONBLOCK: opening a FIFO left in a recycled directory fails (ENXIO) instead of hanging
+_OPEN = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_NONBLOCK
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+)
+# what opening an entry for overwriting may meet: a symlink (O_NOFOLLOW), a directory, a
+# read-only file (unless root), a FIFO with no reader
+_REPLACE = (errno.ELOOP, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENXIO)
 
 
-def _write_file(path: str, data: bytes | bytearray) -> None:
+def _write_file(path: str, data: bytes | bytearray, fresh: bool = False) -> None:
     """Write ``data``; without syncfs, fsync it here (with it, :func:`_flush_dir` does).
     Plain ``os`` calls: no buffered-file object, no extra copy, few syscalls. An existing file
     (a recycled directory's) is overwritten in place and then cut to length, which reuses its
     disk blocks and cached pages instead of freeing them and allocating new ones — unless it is
     not a plain, writable file of its own: one with another hard link (a backup made with
-    ``cp -al``), a symlink (into data outside the run), a read-only file or a directory is
-    removed and a new file is written instead, never written through."""
-    try:
-        fd = os.open(path, _OPEN, 0o644)
-    except OSError as err:  # a symlink (O_NOFOLLOW: ELOOP) or a directory (EISDIR)
-        if err.errno not in (errno.ELOOP, errno.EISDIR):
-            raise
-        _remove(path)
+    ``cp -al``), a symlink (into data outside the run), a read-only file, a directory or a FIFO
+    is removed and a new file is written instead, never written through. ``fresh``: always a
+    new file (``O_EXCL``; the caller removed any old one)."""
+    if fresh:
         fd = os.open(path, _OPEN | os.O_EXCL, 0o644)
+    else:
+        try:
+            fd = os.open(path, _OPEN, 0o644)
+        except OSError as err:
+            if err.errno not in _REPLACE:
+                raise
+            _remove(path)
+            fd = os.open(path, _OPEN | os.O_EXCL, 0o644)
     try:
         st = os.fstat(fd)
         if st.st_nlink != 1 or not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IWUSR:
@@ -147,10 +163,14 @@ def _write_file(path: str, data: bytes | bytearray) -> None:
 
 
 def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    """Remove a file, link or directory tree; one that is already gone is fine."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 _PLAIN_NAME = re.compile(r"[\w.-]+", re.ASCII)
@@ -187,19 +207,19 @@ def write_checkpoint_dir(
     files: Mapping[str, bytes | bytearray],
     meta: dict[str, Any],
     reuse: Path | None = None,
-    reuse_names: Collection[str] | None = None,
 ) -> Path:
     """Atomically create directory ``final`` holding ``files`` plus a manifest of their hashes.
 
     ``reuse``: a pruned checkpoint's directory, already renamed to a ``.tmp-*`` name (see
     :class:`~gradstep.checkpoint.writer.CheckpointWriter`), to write into instead of a new
-    one: its files, the manifest too, are overwritten in place (see :func:`_write_file`), and
-    any other entry is removed (``reuse_names``: its entries, when the caller wrote them itself
-    and knows them; else the directory is listed). That is safe because every state a crash
-    can leave is refused: the rename not durable — a ``.tmp-*`` directory, never listed; files
-    (or the manifest) only partly rewritten — a manifest that does not match them, or does not
-    parse; the manifest not rewritten at all while the rename is durable — the old manifest
-    names another step than the directory's name, which :func:`verify` refuses.
+    one: its old manifest and any entry the new checkpoint does not write are removed first,
+    then its files are overwritten in place (see :func:`_write_file`), and the manifest is
+    written last as a new file. Every state a crash can leave is refused: the rename not
+    durable — a ``.tmp-*`` directory, never listed; files only partly rewritten — a manifest
+    that does not match them; the manifest a new file, so never torn (its blocks are newly
+    allocated: the filesystem writes them before it records its size), either complete or
+    missing or empty; the old manifest's removal lost while the rename is durable — it names
+    another step than the directory's name, which :func:`verify` refuses.
 
     Raises :class:`SaveError` (naming the path) for any OS error; ``final`` then does not exist
     and no temporary directory is left behind.
@@ -212,9 +232,8 @@ def write_checkpoint_dir(
             parent.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
         else:
-            names = os.listdir(folder) if reuse_names is None else reuse_names
-            for name in names:  # what the new checkpoint does not write again
-                if name not in files and name != MANIFEST:
+            for name in os.listdir(folder):  # the manifest, and what is not written again
+                if name not in files or name == MANIFEST:
                     _remove(os.path.join(folder, name))
         manifest: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
         entries = {}
@@ -225,7 +244,7 @@ def write_checkpoint_dir(
             if _after_file_hook is not None:
                 _after_file_hook(Path(path))
         manifest["files"] = entries
-        _write_file(os.path.join(folder, MANIFEST), manifest_bytes(manifest))
+        _write_file(os.path.join(folder, MANIFEST), manifest_bytes(manifest), fresh=True)
         if _SYNCFS is None:
             _flush_dir(tmp)  # every file durable before the directory gets its final name
         try:

@@ -97,7 +97,9 @@ def newest_good(directory: Path) -> tuple[Checkpoint | None, list[str]]:
             for name in ("model", "optimizer"):  # parses, and holds no NaN
                 tensors = getattr(ckpt, f"{name}_tensors")()
                 check_finite(tensors, p / f"{name}.safetensors", allow_inf=tensors.keys())
-            ckpt.state()
+            saved, step = ckpt.state().get("step"), ckpt.manifest.get("step")
+            if isinstance(step, int) and saved != step:  # files of two checkpoints mixed
+                raise CheckpointError(f"{p}: state.json is step {saved}'s, the manifest {step}'s")
             return ckpt, skipped
         except CheckpointError as err:
             skipped.append(f"skipped checkpoint {p.name}: {err}")

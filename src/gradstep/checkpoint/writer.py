@@ -15,8 +15,7 @@ falls behind, and training then waits at the queue.)
 Pruning keeps one pruned directory aside, renamed to a hidden ``.tmp-spare-*``, and the next
 checkpoint is written into it: its files are overwritten in place, so the filesystem neither
 frees their blocks and cached pages nor allocates new ones — that took 40 % of the worker's CPU
-time for the MNIST example (the writer remembers which files it wrote there, so it need not
-list the directory). The spare is not a checkpoint (``.tmp-*`` names are never listed,
+time for the MNIST example. The spare is not a checkpoint (``.tmp-*`` names are never listed,
 and a resume removes leftovers); :meth:`CheckpointWriter.close` removes it.
 
 Writes happen in order; at most ``max_pending`` (2) snapshots wait or are being written, and
@@ -38,13 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradstep.checkpoint.files import (
-    MANIFEST,
-    STEP_DIR,
-    TMP_PREFIX,
-    SaveError,
-    write_checkpoint_dir,
-)
+from gradstep.checkpoint.files import STEP_DIR, TMP_PREFIX, SaveError, write_checkpoint_dir
 
 
 def step_dir_name(step: int) -> str:
@@ -77,8 +70,11 @@ def point(directory: Path, link: str, target: str) -> None:
     tmp = os.path.join(directory, f".{link}.tmp")
     try:
         os.symlink(target, tmp)
-    except FileExistsError:
-        os.unlink(tmp)
+    except FileExistsError:  # left by a killed run (a directory, if someone made one)
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            shutil.rmtree(tmp)
+        else:
+            os.unlink(tmp)
         os.symlink(target, tmp)
     where = os.path.join(directory, link)
     try:
@@ -117,16 +113,11 @@ class CheckpointWriter:
         self._dirs: list[str] | None = None  # step directories, oldest first; scanned once
         self._best: str | None = None
         self._spare: Path | None = None  # a pruned checkpoint's directory, to write into next
-        self._spare_names: frozenset[str] | None = None  # its entries, if this writer wrote it
-        self._written: dict[str, frozenset[str]] = {}  # step directory -> the files written
 
     def _write(self, job: Job) -> Outcome:
         spare, self._spare = self._spare, None
         try:
-            path = write_checkpoint_dir(
-                self.directory / job.name, job.files, job.meta, spare, self._spare_names
-            )
-            self._written[job.name] = frozenset((*job.files, MANIFEST))
+            path = write_checkpoint_dir(self.directory / job.name, job.files, job.meta, spare)
             point(self.directory, "latest", job.name)
             if job.best:
                 point(self.directory, "best", job.name)
@@ -156,12 +147,11 @@ class CheckpointWriter:
             if name == self._best:
                 continue
             path = os.path.join(self.directory, name)
-            names = self._written.pop(name, None)
             if self._spare is None:  # kept, hidden, for the next checkpoint to write into
                 spare = self.directory / f"{TMP_PREFIX}spare-{name}"
                 try:
                     os.rename(path, spare)
-                    self._spare, self._spare_names = spare, names
+                    self._spare = spare
                     continue
                 except OSError:
                     pass
