@@ -105,7 +105,7 @@ def _rewrite_manifest(ckpt_dir):
     for name, entry in manifest["files"].items():
         entry["bytes"] = (ckpt_dir / name).stat().st_size
         entry["sha256"] = sha256_file(ckpt_dir / name)
-    (ckpt_dir / "manifest.json").write_text(json.dumps(manifest))
+    (ckpt_dir / "manifest.json").write_bytes(files.manifest_bytes(manifest))
 
 
 def _safetensors(header: dict, payload: bytes) -> bytes:
@@ -245,3 +245,20 @@ def test_a_step_directory_whose_manifest_is_another_steps_is_refused(tmp_path):
             files.verify(tmp_path / name)
     shutil.copytree(tmp_path / "step-000002", tmp_path / "mine")  # not a step name: fine
     files.verify(tmp_path / "mine")
+
+
+def test_a_manifest_must_match_its_own_checksum_and_one_without_still_loads(tmp_path):
+    """An edited manifest is refused (its last key is the SHA-256 of what precedes it); a
+    manifest written before that key existed still verifies."""
+    write_checkpoint_dir(tmp_path / "step-000001", {"a.bin": b"x"}, {"step": 1})
+    path = tmp_path / "step-000001" / "manifest.json"
+    text = path.read_text()
+    manifest = json.loads(text)
+    assert manifest["manifest_sha256"] and text.rstrip().endswith('"}')
+    files.verify(tmp_path / "step-000001")
+    path.write_text(text.replace('"step": 1', '"step": 7').replace("step-000001", "x"))
+    with pytest.raises(CheckpointError, match="does not match its own SHA-256"):
+        files.read_manifest(tmp_path / "step-000001")
+    del manifest["manifest_sha256"]  # the earliest checkpoints' form
+    path.write_text(json.dumps(manifest, indent=1))
+    files.verify(tmp_path / "step-000001")

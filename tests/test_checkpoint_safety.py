@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import gradstep as gs
-from gradstep.checkpoint.files import CheckpointError
+from gradstep.checkpoint.files import CheckpointError, manifest_bytes, verify
 from gradstep.cli import main
 
 
@@ -156,7 +156,8 @@ def test_a_checkpoint_cannot_make_gradstep_run_code_it_carries(tmp_path, monkeyp
         entry = manifest["files"]["model.json"]
         entry.update(bytes=(ckpt / "model.json").stat().st_size)
         entry.update(sha256=sha256_file(ckpt / "model.json"))
-        (ckpt / "manifest.json").write_text(json.dumps(manifest))
+        (ckpt / "manifest.json").write_bytes(manifest_bytes(manifest))
+        verify(ckpt)  # a checkpoint that verifies: what refuses it must be the rule on code
         for cwd in (tmp_path, ckpt):
             monkeypatch.chdir(cwd)
             with pytest.raises(CheckpointError):

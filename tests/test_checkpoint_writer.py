@@ -115,15 +115,17 @@ def ckpt_job(step: int) -> Job:
     return Job(name=f"step-{step:06d}", files=data, meta={"step": step})
 
 
-@pytest.mark.parametrize("manifest_lost", [False, True])
+@pytest.mark.parametrize("lost", ["data", "everything", "half the manifest"])
 def test_a_crash_that_loses_the_overwrites_of_a_reused_directory_is_never_taken(
-    tmp_path, monkeypatch, manifest_lost
+    tmp_path, monkeypatch, lost
 ):
-    """Power lost after the reused directory got its final name but before the data written
-    in place reached the disk: its files hold the pruned checkpoint's bytes again. The new
-    manifest (a new file) rejects them; if it was lost too, along with the old manifest's
-    removal, the old manifest is back, verifies the old files, but names step 1 in
-    step-000004: refused too. Resume falls back to the previous checkpoint either way."""
+    """Power lost after the reused directory got its final name but before what was written
+    in place reached the disk. The files hold the pruned checkpoint's bytes again: the new
+    manifest rejects them. If the manifest was lost too, the old one verifies the old files
+    but names step 1 in step-000004: refused. If the manifest was torn (its first sector new,
+    from state.json's line on, as state.json itself, still old; same length, so it parses and
+    every file matches it), it does not match its own checksum. Resume falls back to the
+    previous checkpoint each time."""
     from gradstep.checkpoint.load import newest_good
 
     writer = CheckpointWriter(tmp_path, keep=2, background=False)
@@ -137,18 +139,33 @@ def test_a_crash_that_loses_the_overwrites_of_a_reused_directory_is_never_taken(
         out = real(final, data, meta, reuse)
         for name, (content, inode) in old.items():
             path = final / name
-            if path.exists() and path.stat().st_ino == inode:  # overwritten in place: lost
+            if not path.exists() or path.stat().st_ino != inode:
+                continue  # a new file: not overwritten in place
+            if lost == "half the manifest":
+                if name == "state.json":
+                    path.write_bytes(content)
+                elif name == files.MANIFEST:
+                    new = path.read_bytes()
+                    assert len(new) == len(content)  # steps 1 and 4: one digit each
+                    cut = new.index(b'"state.json"')
+                    path.write_bytes(new[:cut] + content[cut:])
+            elif name != files.MANIFEST or lost == "everything":
                 path.write_bytes(content)
-            elif name == files.MANIFEST and manifest_lost:
-                path.write_bytes(content)  # a new file, lost; the old one's removal, lost
         return out
 
     monkeypatch.setattr("gradstep.checkpoint.writer.write_checkpoint_dir", power_loss)
     writer.submit(ckpt_job(4))
     found, skipped = newest_good(tmp_path)
     assert found is not None and found.path.name == "step-000003"
-    reason = "its manifest is step 1's" if manifest_lost else "does not match the manifest"
+    reason = {
+        "data": "does not match the manifest",
+        "everything": "its manifest is step 1's",
+        "half the manifest": "does not match its own SHA-256",
+    }[lost]
     assert len(skipped) == 1 and "step-000004" in skipped[0] and reason in skipped[0]
+    if lost == "half the manifest":
+        with pytest.raises(files.CheckpointError, match="own SHA-256"):
+            files.verify(tmp_path / "step-000004")
 
 
 def test_a_reused_directory_never_writes_through_a_link(tmp_path):

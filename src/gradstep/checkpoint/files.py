@@ -123,25 +123,21 @@ _OPEN = (
 _REPLACE = (errno.ELOOP, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENXIO)
 
 
-def _write_file(path: str, data: bytes | bytearray, fresh: bool = False) -> None:
+def _write_file(path: str, data: bytes | bytearray) -> None:
     """Write ``data``; without syncfs, fsync it here (with it, :func:`_flush_dir` does).
     Plain ``os`` calls: no buffered-file object, no extra copy, few syscalls. An existing file
     (a recycled directory's) is overwritten in place and then cut to length, which reuses its
     disk blocks and cached pages instead of freeing them and allocating new ones — unless it is
     not a plain, writable file of its own: one with another hard link (a backup made with
     ``cp -al``), a symlink (into data outside the run), a read-only file, a directory or a FIFO
-    is removed and a new file is written instead, never written through. ``fresh``: always a
-    new file (``O_EXCL``; the caller removed any old one)."""
-    if fresh:
+    is removed and a new file is written instead, never written through."""
+    try:
+        fd = os.open(path, _OPEN, 0o644)
+    except OSError as err:
+        if err.errno not in _REPLACE:
+            raise
+        _remove(path)
         fd = os.open(path, _OPEN | os.O_EXCL, 0o644)
-    else:
-        try:
-            fd = os.open(path, _OPEN, 0o644)
-        except OSError as err:
-            if err.errno not in _REPLACE:
-                raise
-            _remove(path)
-            fd = os.open(path, _OPEN | os.O_EXCL, 0o644)
     try:
         st = os.fstat(fd)
         if st.st_nlink != 1 or not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IWUSR:
@@ -176,19 +172,27 @@ def _remove(path: str) -> None:
 _PLAIN_NAME = re.compile(r"[\w.-]+", re.ASCII)
 
 
+SELF_CHECK = "manifest_sha256"  # the manifest's last key: SHA-256 of every byte before it
+_SELF_CHECK_AT = f'"{SELF_CHECK}": "'.encode()
+
+
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     """The manifest as JSON: its top-level values on the first line, then a line per file,
-    readable with ``cat``. One call of the C encoder, and the file lines formatted directly
-    (a name that is not plain goes through the encoder): on the writer thread every
-    Python-level operation holds the GIL the training thread wants (an indented
-    ``json.dumps`` runs in pure Python)."""
-    head = json.dumps({k: v for k, v in manifest.items() if k != "files"})
+    readable with ``cat``, and last ``"manifest_sha256"``: the SHA-256 of every byte before
+    that key, so a manifest that is torn (a power loss in the middle of rewriting it in place:
+    sectors of two versions), cut or changed is refused by :func:`read_manifest` on any
+    filesystem. One call of the C encoder, and the file lines formatted directly (a name that
+    is not plain goes through the encoder): on the writer thread every Python-level operation
+    holds the GIL the training thread wants (an indented ``json.dumps`` runs in pure
+    Python)."""
+    head = json.dumps({k: v for k, v in manifest.items() if k not in ("files", SELF_CHECK)})
     lines = []
     for name, entry in manifest.get("files", {}).items():
         key = f'"{name}"' if _PLAIN_NAME.fullmatch(name) else json.dumps(name)
         lines.append(f'  {key}: {{"bytes": {int(entry["bytes"])}, "sha256": "{entry["sha256"]}"}}')
     body = ",\n".join(lines)
-    return f'{head[:-1]},\n"files": {{\n{body}\n}}}}\n'.encode()
+    text = f'{head[:-1]},\n"files": {{\n{body}\n}},\n'.encode()
+    return text + _SELF_CHECK_AT + hashlib.sha256(text).hexdigest().encode() + b'"}\n'
 
 
 def json_bytes(obj: Any, indent: int | None = None) -> bytes:
@@ -212,14 +216,13 @@ def write_checkpoint_dir(
 
     ``reuse``: a pruned checkpoint's directory, already renamed to a ``.tmp-*`` name (see
     :class:`~gradstep.checkpoint.writer.CheckpointWriter`), to write into instead of a new
-    one: its old manifest and any entry the new checkpoint does not write are removed first,
-    then its files are overwritten in place (see :func:`_write_file`), and the manifest is
-    written last as a new file. Every state a crash can leave is refused: the rename not
-    durable — a ``.tmp-*`` directory, never listed; files only partly rewritten — a manifest
-    that does not match them; the manifest a new file, so never torn (its blocks are newly
-    allocated: the filesystem writes them before it records its size), either complete or
-    missing or empty; the old manifest's removal lost while the rename is durable — it names
-    another step than the directory's name, which :func:`verify` refuses.
+    one: any entry the new checkpoint does not write is removed first, then its files are
+    overwritten in place (see :func:`_write_file`), the manifest last. Every state a crash can
+    leave is refused: the rename not durable — a ``.tmp-*`` directory, never listed; files only
+    partly rewritten — a manifest that does not match them; the manifest torn (sectors of the
+    old and the new one) or cut — it does not match its own checksum (see
+    :func:`manifest_bytes`); the manifest not rewritten at all while the rename is durable —
+    the old one names another step than the directory's name, which :func:`verify` refuses.
 
     Raises :class:`SaveError` (naming the path) for any OS error; ``final`` then does not exist
     and no temporary directory is left behind.
@@ -232,8 +235,8 @@ def write_checkpoint_dir(
             parent.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
         else:
-            for name in os.listdir(folder):  # the manifest, and what is not written again
-                if name not in files or name == MANIFEST:
+            for name in os.listdir(folder):  # what the new checkpoint does not write again
+                if name not in files and name != MANIFEST:
                     _remove(os.path.join(folder, name))
         manifest: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
         entries = {}
@@ -244,7 +247,7 @@ def write_checkpoint_dir(
             if _after_file_hook is not None:
                 _after_file_hook(Path(path))
         manifest["files"] = entries
-        _write_file(os.path.join(folder, MANIFEST), manifest_bytes(manifest), fresh=True)
+        _write_file(os.path.join(folder, MANIFEST), manifest_bytes(manifest))
         if _SYNCFS is None:
             _flush_dir(tmp)  # every file durable before the directory gets its final name
         try:
@@ -303,8 +306,12 @@ def refuse_non_checkpoint(path: Path) -> None:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """``manifest.json`` of the checkpoint at ``path``, refused (:class:`CheckpointError`)
+    unless it parses, is gradstep's, of a version this reads, lists files, and — when it
+    carries one (all but the earliest do) — matches its own SHA-256."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        raw = (path / MANIFEST).read_bytes()
+        manifest = json.loads(raw)
     except FileNotFoundError:
         refuse_non_checkpoint(path)
         raise  # unreachable: refuse_non_checkpoint raises
@@ -312,6 +319,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path / MANIFEST}: unreadable manifest: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path / MANIFEST}: not a gradstep checkpoint manifest")
+    if SELF_CHECK in manifest:
+        at = raw.rfind(_SELF_CHECK_AT)
+        if at < 0 or hashlib.sha256(raw[:at]).hexdigest() != manifest[SELF_CHECK]:
+            raise CheckpointError(
+                f"{path / MANIFEST}: does not match its own SHA-256 (torn or changed)"
+            )
     version = manifest.get("version", 0)
     if not isinstance(version, int):
         raise CheckpointError(f"{path / MANIFEST}: version {version!r} is not a number")
