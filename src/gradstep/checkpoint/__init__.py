@@ -15,7 +15,8 @@ Layout of one checkpoint (``runs/<name>/checkpoints/step-000123/``)::
     optimizer.safetensors   the optimizer's per-parameter tensors
     model.json              constructor name and args, task, preprocessing (what inference needs)
     state.json              progress, optimizer param_groups, callbacks, RNG, history, fingerprint
-    manifest.json           format version, step, and a SHA-256 and size of every file above
+    manifest.json           format version, step, a SHA-256 and size of every file above, and
+                            last a SHA-256 of itself (of every byte before that key)
 """
 
 from gradstep.checkpoint.files import CheckpointError, SaveError, verify
