@@ -298,6 +298,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.epochs < 6:
         parser.error("--epochs must be at least 6 (epochs after a checkpoint are compared)")
+    if args.rounds < 1 or args.window < 1 or args.repeats < 1:
+        parser.error("--rounds, --window and --repeats must be at least 1")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for kind in ("simplenet", "mlp10m"):
         t = time_save_load(kind, args.repeats)
