@@ -84,24 +84,39 @@ def _unwords(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<u4").astype(np.uint32)
 
 
+def _python_rng(state: tuple[Any, ...]) -> list[Any]:
+    version, mt, gauss = state
+    return [version, _words(mt), gauss]
+
+
+def _numpy_rng() -> list[Any]:
+    npr = np.random.get_state(legacy=False)  # a third faster than the legacy tuple
+    return [
+        npr["bit_generator"],
+        _words(npr["state"]["key"]),
+        int(npr["state"]["pos"]),
+        int(npr["has_gauss"]),
+        float(npr["gauss"]),
+    ]
+
+
+def _cuda_rng() -> list[str] | None:
+    if not torch.cuda.is_initialized():  # False without CUDA, and until a run uses it
+        return None
+    return [_b64(s) for s in torch.cuda.get_rng_state_all()]
+
+
 def rng_state() -> dict[str, Any]:
     """Every global generator's state, as JSON-able values (the Mersenne Twister keys as
     base64 of their little-endian 32-bit words: cheaper to write than 624 numbers)."""
-    version, mt, gauss = random.getstate()
-    npr = np.random.get_state(legacy=False)  # a third faster than the legacy tuple
     out: dict[str, Any] = {
-        "python": [version, _words(mt), gauss],
-        "numpy": [
-            npr["bit_generator"],
-            _words(npr["state"]["key"]),
-            int(npr["state"]["pos"]),
-            int(npr["has_gauss"]),
-            float(npr["gauss"]),
-        ],
+        "python": _python_rng(random.getstate()),
+        "numpy": _numpy_rng(),
         "torch": _b64(torch.get_rng_state()),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    cuda = _cuda_rng()
+    if cuda is not None:
+        out["cuda"] = cuda
     return out
 
 
@@ -128,24 +143,15 @@ class RngCapture:
     def json(self) -> str:
         state = random.getstate()
         if state != self._py[0]:
-            version, mt, gauss = state
-            self._py = (state, json.dumps([version, _words(mt), gauss]))
-        raw_torch = torch.get_rng_state().numpy().tobytes()
-        if raw_torch != self._torch[0]:
-            self._torch = (raw_torch, json.dumps(base64.b64encode(raw_torch).decode()))
-        npr = np.random.get_state(legacy=False)  # a third faster than the legacy tuple
-        numpy = json.dumps(
-            [
-                npr["bit_generator"],
-                _words(npr["state"]["key"]),
-                int(npr["state"]["pos"]),
-                int(npr["has_gauss"]),
-                float(npr["gauss"]),
-            ]
-        )
-        text = f'{{"python": {self._py[1]}, "numpy": {numpy}, "torch": {self._torch[1]}'
-        if torch.cuda.is_initialized():  # False without CUDA, and until a run uses it
-            text += f', "cuda": {json.dumps([_b64(s) for s in torch.cuda.get_rng_state_all()])}'
+            self._py = (state, json.dumps(_python_rng(state)))
+        raw = torch.get_rng_state().numpy().tobytes()
+        if raw != self._torch[0]:
+            self._torch = (raw, json.dumps(base64.b64encode(raw).decode()))
+        text = f'{{"python": {self._py[1]}, "numpy": {json.dumps(_numpy_rng())}, '
+        text += f'"torch": {self._torch[1]}'
+        cuda = _cuda_rng()
+        if cuda is not None:
+            text += f', "cuda": {json.dumps(cuda)}'
         return text + "}"
 
 

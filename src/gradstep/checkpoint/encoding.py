@@ -31,14 +31,9 @@ _DTYPES = {
 
 def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytearray:
     """The safetensors encoding of ``tensors`` (from any device); the bytes are the snapshot.
-
     Written here rather than by ``safetensors.torch.save``, which refuses tensors that share
     storage (tied weights; here they are simply written twice) and is a few times slower on the
-    training thread. The format is small — an 8-byte little-endian header length, a JSON header
-    of dtype / shape / byte offsets padded with spaces to a multiple of 8, then the raw
-    little-endian data — and every file is read back through the safetensors library, which
-    checks it.
-    """
+    training thread."""
     return encode_tensors(tensors).data
 
 

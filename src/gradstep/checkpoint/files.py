@@ -131,34 +131,37 @@ def _write_file(path: str, data: bytes | bytearray) -> None:
     not a plain, writable file of its own: one with another hard link (a backup made with
     ``cp -al``), a symlink (into data outside the run), a read-only file, a directory or a FIFO
     is removed and a new file is written instead, never written through."""
+    fd, size = _open_own(path)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if size > len(data):
+            os.ftruncate(fd, len(data))
+        if _SYNCFS is None:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_own(path: str) -> tuple[int, int]:
+    """``(fd, size)`` of ``path`` opened for writing: the existing file if it is a plain,
+    writable file with no other link, else a new one in its place (see :func:`_write_file`)."""
     try:
         fd = os.open(path, _OPEN, 0o644)
     except OSError as err:
         if err.errno not in _REPLACE:
             raise
-        _remove(path)
-        fd = os.open(path, _OPEN | os.O_EXCL, 0o644)
-    try:
+    else:
         st = os.fstat(fd)
-        if st.st_nlink != 1 or not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IWUSR:
-            os.close(fd)
-            fd = -1
-            os.unlink(path)
-            fd = os.open(path, _OPEN | os.O_EXCL, 0o644)
-            st = os.fstat(fd)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if st.st_size > len(data):
-            os.ftruncate(fd, len(data))
-        if _SYNCFS is None:
-            os.fsync(fd)
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        if st.st_nlink == 1 and stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IWUSR:
+            return fd, st.st_size
+        os.close(fd)
+    remove_path(path)
+    return os.open(path, _OPEN | os.O_EXCL, 0o644), 0
 
 
-def _remove(path: str) -> None:
+def remove_path(path: str) -> None:
     """Remove a file, link or directory tree; one that is already gone is fine."""
     try:
         if os.path.isdir(path) and not os.path.islink(path):
@@ -237,7 +240,7 @@ def write_checkpoint_dir(
         else:
             for name in os.listdir(folder):  # what the new checkpoint does not write again
                 if name not in files and name != MANIFEST:
-                    _remove(os.path.join(folder, name))
+                    remove_path(os.path.join(folder, name))
         manifest: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
         entries = {}
         for name, data in files.items():

@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradstep.checkpoint.files import STEP_DIR, TMP_PREFIX, SaveError, write_checkpoint_dir
+from gradstep.checkpoint.files import (
+    STEP_DIR,
+    TMP_PREFIX,
+    SaveError,
+    remove_path,
+    write_checkpoint_dir,
+)
 
 
 def step_dir_name(step: int) -> str:
@@ -71,10 +77,7 @@ def point(directory: Path, link: str, target: str) -> None:
     try:
         os.symlink(target, tmp)
     except FileExistsError:  # left by a killed run (a directory, if someone made one)
-        if os.path.isdir(tmp) and not os.path.islink(tmp):
-            shutil.rmtree(tmp)
-        else:
-            os.unlink(tmp)
+        remove_path(tmp)
         os.symlink(target, tmp)
     where = os.path.join(directory, link)
     try:
