@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,12 +26,19 @@ def test_overhead_benchmark_runs_and_prints_the_ratio():
 
 
 def test_checkpoint_benchmark_runs_and_prints_its_figures():
-    out = run_bench("checkpoint.py", "--rounds", "1", "--epochs", "12", "--repeats", "1")
+    out = run_bench(
+        "checkpoint.py", "--rounds", "1", "--epochs", "12", "--repeats", "1", "--full-epochs", "2"
+    )
     assert "mlp10m: 10,000,310 parameters: snapshot" in out
     assert "simplenet:    101,770 parameters" in out
-    assert "per-epoch checkpointing costs" in out and "counted (blocking + writer CPU)" in out
+    assert "per-epoch checkpointing of the MNIST example" in out
+    assert "counted (blocking + writer CPU)" in out
     assert "the writer thread uses" in out  # its CPU time per checkpoint, measured in the run
     assert "less the control's" in out and "writes had finished by then" in out
+    # the same cost against an epoch at the real training split's size (48,000 images)
+    full = re.search(r"an epoch takes (\d+) ms, and the same ([\d.]+) ms per checkpoint is", out)
+    assert full is not None, out
+    assert int(full.group(1)) > 0 and float(full.group(2)) > 0
 
 
 def test_grad_norm_benchmark_runs_and_prints_the_cost_per_workload():
