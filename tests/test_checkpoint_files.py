@@ -233,6 +233,32 @@ def test_saving_the_same_step_again_replaces_it_atomically(tmp_path):
     files.verify(first)
 
 
+@pytest.mark.parametrize("occupant", ["link to a directory", "dangling link", "file"])
+def test_saving_a_step_whose_name_is_taken_by_a_link_or_file_replaces_it_and_leaves_nothing(
+    tmp_path, occupant
+):
+    """The new checkpoint takes the name; what held it (a link into data the run does not own,
+    a stray file) is removed, never followed, and no ``.tmp-*`` entry is left behind."""
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not ours")
+    name = ckpts / "step-000005"
+    if occupant == "link to a directory":
+        name.symlink_to(outside)
+    elif occupant == "dangling link":
+        name.symlink_to(tmp_path / "gone")
+    else:
+        name.write_text("stray")
+    write_checkpoint_dir(name, {"a": b"new"}, {"step": 5})
+    assert name.is_dir() and not name.is_symlink()
+    assert (name / "a").read_bytes() == b"new"
+    files.verify(name)
+    assert [p.name for p in ckpts.iterdir()] == ["step-000005"]
+    assert (outside / "keep.txt").read_text() == "not ours"  # the link's target is untouched
+
+
 def test_a_step_directory_whose_manifest_is_another_steps_is_refused(tmp_path):
     """A checkpoint copied or renamed to another step's name (or a reused directory whose new
     manifest never reached the disk) is refused by whatever path names it, links included."""

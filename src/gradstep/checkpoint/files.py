@@ -18,6 +18,7 @@ values. Nothing here unpickles or executes anything: safetensors and JSON are pl
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -259,7 +260,8 @@ def write_checkpoint_dir(
             if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                 raise
             _exchange(tmp, final)  # atomically: the old one stays until the new one is in place
-            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old one
+            with contextlib.suppress(OSError):  # the new one is in place: a leftover is harmless
+                remove_path(folder)  # the old one: a directory, or a link or file (never followed)
         # Durable before links move and old checkpoints are pruned. With syncfs, one flush
         # covers the files and the rename: a crash before it may leave a renamed directory with
         # torn files, which its manifest rejects, and the previous checkpoints are still there.
