@@ -7,7 +7,7 @@ files, renames the directory into place (see
 :func:`~gradstep.checkpoint.files.write_checkpoint_dir`), then points ``latest`` (and ``best``) at
 it and prunes old checkpoints. The worker runs no torch op (one would start a second OpenMP team
 competing with training for the cores); file I/O, syncs and hashing release the GIL, so training
-goes on meanwhile. Its CPU time (hashing, page-cache copies, syscalls: about 1.7 ms for the MNIST
+goes on meanwhile. Its CPU time (hashing, page-cache copies, syscalls: about 2 ms for the MNIST
 example's 0.8 MB on a busy 2-core machine) still competes with training on a CPU-only box;
 ``bench/checkpoint.py`` measures the share. (A niced worker was tried and measured worse: it
 falls behind, and training then waits at the queue.)
