@@ -132,3 +132,73 @@ def test_resolved_toml_writes_every_key_and_reads_back_equal():
                 assert "[model.args]\nhidden = [8, 4]\ndropout = 0.1" in text
             else:
                 assert f"{key} = " in text, f"[{section}] {key} missing"
+
+
+def _float_keys() -> list[tuple[str, str]]:
+    """Every (section, key) whose type admits a float."""
+    return [
+        (section, key)
+        for section, field in Config.model_fields.items()
+        for key, f in field.annotation.model_fields.items()
+        if "float" in str(f.annotation)
+    ]
+
+
+@pytest.mark.parametrize(("section", "key"), _float_keys(), ids="{0[0]}.{0[1]}".format)
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")], ids=["inf", "nan"])
+def test_no_float_key_takes_nan_or_infinity(section, key, bad):
+    """pydantic lets inf through Field(ge=0) and NaN through a bare float; no key means
+    anything by them, so each is refused naming the key."""
+    value = [bad, bad] if key == "betas" else bad
+    with pytest.raises(UserError, match=rf"^x.toml: \[{section}\] {key} = "):
+        validate_config({section: {key: value}}, origin="x.toml")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"optim": {"betas": [0.9, 1.0]}}, r"betas = \[0.9, 1.0\]: expected two finite numbers"),
+        ({"optim": {"betas": [0.9]}}, r"betas = \[0.9\]: expected two finite numbers in"),
+        ({"run": {"seed": 2**63}}, r"seed = 9223372036854775808: expected an integer in"),
+        ({"run": {"name": "a\nb"}}, r"name = 'a\\nb': expected a directory name without control"),
+        ({"run": {"name": "é" * 101}}, r"at most 200 bytes \(it has 202\)"),
+        ({"schedule": {"milestones": [0]}}, r"milestones = \[0\]: expected a list of positive"),
+        ({"data": {"n": 10**9}}, r"\[data\] n = 1000000000: expected a number of samples from 1"),
+    ],
+)
+def test_values_no_machine_or_file_system_can_use_are_refused(raw, message):
+    with pytest.raises(UserError, match=message):
+        validate_config(raw)
+
+
+def test_legit_edges_still_pass():
+    cfg = validate_config(
+        {
+            "run": {"seed": 2**63 - 1, "name": "x" * 200},
+            "optim": {"betas": [0.0, 0.999]},
+            "schedule": {"milestones": [1, 1, 5]},
+            "data": {"n": 10**8},
+        }
+    )
+    assert validate_config(tomllib.loads(to_toml(cfg))) == cfg  # the largest seed reads back
+    assert validate_config({"run": {"name": "x" * 200 + "-2"}})  # a taken name's suffix
+    assert validate_config({"run": {"name": "my run (v2) – é"}})
+
+
+def test_the_trainer_name_keyword_is_one_path_component():
+    with pytest.raises(UserError, match=r"^name = '\.\./x': expected one directory name"):
+        config_from_flat({"name": "../x"})
+    with pytest.raises(UserError, match=r"^seed = -1: expected an integer in \[0, 2\*\*63\)"):
+        config_from_flat({"seed": -1})
+
+
+def test_a_config_file_that_is_not_utf8_or_nests_too_deep_is_named(tmp_path):
+    (tmp_path / "bin.toml").write_bytes(b"[train]\nepochs = 1\n\xff\xfe\n")
+    with pytest.raises(UserError, match=r"bin.toml: not valid TOML: not UTF-8 text \(byte 0xff"):
+        load_config(tmp_path / "bin.toml")
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 500 + "]" * 500 + "\n")
+    with pytest.raises(UserError, match="deep.toml: "):
+        load_config(tmp_path / "deep.toml")
+    # --set reads its value as TOML; one nested too deeply is a plain string, refused by its key
+    path, value = parse_override("model.args.hidden=" + "[" * 500 + "]" * 500)
+    assert path == ["model", "args", "hidden"] and value.startswith("[[[")

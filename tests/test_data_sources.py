@@ -118,3 +118,29 @@ def test_float_labels_for_cross_entropy_must_be_integral():
 def test_val_path_is_refused_for_generated_sources(runs):
     with pytest.raises(UserError, match="val_path is for the mnist, csv and npz sources"):
         gs.Trainer(source="random", val_path="x.csv", run_dir=str(runs)).fit()
+
+
+def test_npz_that_is_empty_or_one_array_is_named(tmp_path):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(UserError, match="empty.npz: cannot read as .npz: the file is empty"):
+        load_source(DataSection(source="npz", path=str(tmp_path / "empty.npz")), 0)
+    with open(tmp_path / "one.npz", "wb") as f:
+        np.save(f, np.ones(3))  # a .npy under an .npz name
+    with pytest.raises(UserError, match="one.npz: cannot read as .npz: it holds one array"):
+        load_source(DataSection(source="npz", path=str(tmp_path / "one.npz")), 0)
+
+
+def test_a_data_function_must_return_data(tmp_path):
+    (tmp_path / "d.py").write_text("def load():\n    return 'not data'\n")
+    with pytest.raises(UserError, match="did not return training data: it returned str"):
+        load_source(DataSection(source="d.py:load"), 0, tmp_path)
+
+
+def test_labels_that_cannot_be_class_ids_name_the_file(tmp_path):
+    (tmp_path / "big.csv").write_text("a,target\n1,0\n2,3000000000\n3,1\n")
+    cfg = validate_config({"data": {"source": "csv", "path": "big.csv", "val_split": 0.0}})
+    with pytest.raises(UserError, match=r"\[data\] path = 'big.csv': the largest label is 3000"):
+        prepare_data(cfg, "multiclass", base_dir=tmp_path)
+    # the same integers are fine as regression targets
+    data = prepare_data(cfg, "regression", base_dir=tmp_path)
+    assert float(data.train[1].max()) == 3e9

@@ -64,3 +64,49 @@ def test_bad_model_specs_are_user_errors():
         build_model("torch.nn.functional:relu", {}, None)
     with pytest.raises(UserError, match="input_size is required by 'mlp'"):
         build_model("mlp", {"num_classes": 2}, None)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (MLP, {"hidden": [0]}, r"^hidden = \[0\]: expected a list of positive integers"),
+        (MLP, {"hidden": [-1]}, r"^hidden = \[-1\]: expected a list of positive integers"),
+        (MLP, {"hidden": 64}, r"^hidden = 64: expected a list of positive integers"),
+        (MLP, {"dropout": float("nan")}, r"^dropout = nan: expected a number in \[0, 1\)"),
+        (MLP, {"dropout": 1.0}, r"^dropout = 1.0: expected a number in \[0, 1\)"),
+        (SimpleNet, {"hidden_size": 0}, r"^hidden_size = 0: expected a positive integer"),
+        (CNN, {"channels": [8, 0]}, r"^channels = \[8, 0\]: expected a list of positive"),
+    ],
+)
+def test_zoo_constructors_refuse_sizes_torch_takes_silently(cls, kwargs, message):
+    """torch builds a width-0 layer without a word and ignores a NaN dropout; the zoo says."""
+    with pytest.raises(ValueError, match=message):
+        cls(1 if cls is CNN else 8, 3, **kwargs)
+
+
+def test_build_model_names_the_model_arg_and_the_size():
+    shape = DataShape((8,), 3)
+    with pytest.raises(UserError, match=r"^\[model.args\] hidden = \[0\]: expected a list"):
+        build_model("mlp", {"hidden": [0]}, shape)
+    with pytest.raises(UserError, match=r"^\[model.args\] input_size = 0: .*inferred from"):
+        build_model("mlp", {}, DataShape((0,), 3))
+    with pytest.raises(UserError, match=r"hidden = \[100000, 100000\]: 'mlp' would have 10,0"):
+        build_model("mlp", {"hidden": [100_000, 100_000]}, shape)  # counted, never allocated
+    with pytest.raises(UserError, match=r"^\[model.args\] out_features = -1: 'torch.nn:Linear'"):
+        build_model("torch.nn:Linear", {"out_features": -1}, shape)
+    # legit edges: no hidden layer (logistic regression), NumPy integers, dropout 0
+    import numpy as np
+
+    model, _ = build_model("mlp", {"hidden": [], "dropout": 0.0}, shape)
+    assert model(torch.zeros(2, 8)).shape == (2, 3)
+    assert MLP(8, 3, hidden=[np.int64(4)])(torch.zeros(2, 8)).shape == (2, 3)
+
+
+def test_the_size_check_draws_no_random_numbers():
+    """The meta-device count before the real build must not shift a seeded run's init."""
+    torch.manual_seed(0)
+    direct = MLP(8, 3, hidden=[16])
+    torch.manual_seed(0)
+    built, _ = build_model("mlp", {"hidden": [16]}, DataShape((8,), 3))
+    for a, b in zip(direct.state_dict().values(), built.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -9,7 +9,8 @@ Rules a user can rely on:
 * every key has a default, so an empty file (or no file) is a valid config: the built-in example;
 * an unknown section or key is an error that names it and suggests the closest valid one;
 * a value of the wrong type or out of range is an error naming ``[section] key``, the value and
-  what was expected;
+  what was expected; no float key takes NaN or infinity (none has a meaning for them: "no limit"
+  is the key left unset), and the sizes a machine could never allocate are refused up front;
 * ``--set`` values are read as TOML values (``[64, 32]``, ``0.1``, ``true``), and anything that is
   not valid TOML is taken as a string, so ``--set train.batch_size=full`` works unquoted.
 
@@ -22,9 +23,11 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -37,19 +40,78 @@ LOSSES = ("cross_entropy", "mse", "l1", "bce_with_logits")
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-2}
 
 
+MAX_RUN_NAME = 200
+"""The longest run name, in UTF-8 bytes: file systems allow 255 a path component, and a taken
+name grows a ``-2``, ``-3``, ... suffix (not counted: a resumed run's config holds the name its
+directory really has)."""
+MAX_SEED = 2**63
+"""Seeds are ``0 <= seed < 2**63``: TOML's non-negative integers, so the resolved config reads
+back, and within what ``torch.manual_seed`` takes (NumPy is seeded with ``seed % 2**32``)."""
+MAX_SAMPLES = 100_000_000
+"""The most samples a generated source (random, circles, moons) makes: 10⁸ samples of 10 float32
+features is 4 GB already; a larger ``n`` is a typo, not an experiment."""
+MAX_RANDOM_NUMBERS = 1_000_000_000
+"""The most numbers (``n × features``) the random source makes: 4 GB of float32."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: pydantic lets ``inf`` through Field(ge=0) and NaN through a plain
+    # float; no gradstep key means anything by them (unset is how a key says "no limit").
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def run_name_problem(name: str) -> str | None:
+    """What makes ``name`` unfit to be one run directory's name, or None if it is fine.
+
+    A run name is exactly one path component, so ``<dir>/<name>`` is always directly inside
+    ``[run] dir``: no ``/`` or ``\\`` (``"../../x"`` must not put a run elsewhere), not ``.`` or
+    ``..``, not empty, no control characters (NUL cannot be in a path; a newline garbles every
+    log line naming the run), at most :data:`MAX_RUN_NAME` bytes in UTF-8 besides a ``-N``
+    suffix.
+    """
+    if not name:
+        return "expected a non-empty directory name"
+    if "/" in name or "\\" in name:
+        return "expected one directory name, without '/' or '\\'"
+    if name in (".", ".."):
+        return "expected a directory name, not '.' or '..'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "expected a directory name without control characters (NUL, newline, ...)"
+    try:
+        size = len(re.sub(r"-[0-9]{1,4}$", "", name).encode("utf-8"))
+    except UnicodeEncodeError:
+        return "expected a directory name that is valid text (it holds a lone surrogate)"
+    if size > MAX_RUN_NAME:
+        return f"expected a directory name of at most {MAX_RUN_NAME} bytes (it has {size})"
+    return None
 
 
 class RunSection(_Section):
     """``[run]``: where the run is written, its seed and its device."""
 
     name: str | None = None
-    """Run directory name; default: the config file's stem, or ``<model>-<data>``."""
+    """Run directory name, one path component (see :func:`run_name_problem`); default: the
+    config file's stem, or ``<model>-<data>``."""
     dir: str = "runs"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=MAX_SEED)
+    """``0 <= seed < 2**63`` (see :data:`MAX_SEED`)."""
     device: str = "auto"
     """``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        problem = None if v is None else run_name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if "\x00" in v:
+            raise ValueError("expected a path without NUL characters")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -70,11 +132,11 @@ class DataSection(_Section):
     val_split: float = Field(0.2, ge=0.0, lt=1.0)
     normalize: bool = True
     # source-specific keys
-    n: int = Field(1000, ge=1)
-    """Number of samples (random, circles, moons)."""
-    features: int = Field(10, ge=1)
+    n: int = Field(1000, ge=1, le=MAX_SAMPLES)
+    """Number of samples (random, circles, moons); at most :data:`MAX_SAMPLES`."""
+    features: int = Field(10, ge=1, le=1_000_000)
     """Feature count (random)."""
-    classes: int = Field(2, ge=2)
+    classes: int = Field(2, ge=2, le=1_000_000)
     """Class count (random)."""
     noise: float = Field(0.1, ge=0.0)
     """Gaussian noise (circles, moons)."""
@@ -86,6 +148,24 @@ class DataSection(_Section):
     """Download MNIST when it is missing from ``path``."""
     num_workers: int = Field(0, ge=0)
     """DataLoader workers, used only for a generic ``Dataset``."""
+
+    @field_validator("path", "val_path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError("expected a path without NUL characters")
+        return v
+
+    @model_validator(mode="after")
+    def _random_size(self) -> DataSection:
+        # the random source's feature tensor (circles and moons have 2 features a sample)
+        numbers = self.n * self.features
+        if self.source == "random" and numbers > MAX_RANDOM_NUMBERS:
+            raise ValueError(
+                f"n = {self.n} × features = {self.features} is {numbers:,} numbers, more than "
+                f"the {MAX_RANDOM_NUMBERS:,} (4 GB of float32) the random source makes"
+            )
+        return self
 
 
 class ModelSection(_Section):
@@ -174,15 +254,18 @@ class OptimSection(_Section):
     weight_decay: float | None = Field(None, ge=0.0)
     """L2 penalty (decoupled for adamw); default 0.01 for adamw (PyTorch's), else 0."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's and AdamW's two decay rates, each in [0, 1)."""
     eps: float = Field(1e-8, gt=0.0)
     alpha: float = Field(0.99, gt=0.0)
     """RMSprop's smoothing constant."""
 
-    @field_validator("lr")
+    @field_validator("betas")
     @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("must be a finite number")
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        # torch.optim.Adam raises "Invalid beta parameter" for these, but only once the model
+        # is built; NaN and inf are refused earlier, by allow_inf_nan
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("expected two numbers in [0, 1)")
         return v
 
     @model_validator(mode="after")
@@ -250,8 +333,8 @@ class ScheduleSection(_Section):
     interval: Literal["step", "epoch"] = "epoch"
     step_size: int = Field(10, ge=1)
     """step: multiply by ``gamma`` every ``step_size`` intervals."""
-    milestones: list[int] = Field(default_factory=lambda: [30, 60, 90])
-    """multistep: multiply by ``gamma`` at each of these intervals."""
+    milestones: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [30, 60, 90])
+    """multistep: multiply by ``gamma`` at each of these intervals (positive counts)."""
     gamma: float = Field(0.1, gt=0.0)
     """step, multistep, exponential: the factor."""
     t_max: int | None = Field(None, ge=1)
@@ -406,6 +489,10 @@ _EXPECTED = {
     ("schedule", "t_max"): "a positive integer",
     ("schedule", "warmup"): "a non-negative integer",
     ("early_stop", "patience"): "a positive integer",
+    ("data", "n"): f"a number of samples from 1 to {MAX_SAMPLES:,}",
+    ("run", "seed"): f"an integer in [0, 2**63) (0 to {MAX_SEED - 1})",
+    ("optim", "betas"): "two finite numbers in [0, 1)",
+    ("schedule", "milestones"): "a list of positive integers (intervals)",
 }
 
 
@@ -413,8 +500,29 @@ def _section_key(section: str, key: str) -> str:
     return f"[{section}] {key}"
 
 
-def _format_error(err: ValidationError, origin: str, name=_section_key) -> str:
-    """One line for the first error: where, which key, the value, and what was expected."""
+def _shown(value: Any) -> str:
+    """``value``'s repr for a one-line message, cut short if long (a 300-character name)."""
+    text = repr(value)
+    if len(text) <= 80:
+        return text
+    if isinstance(value, str):
+        return f"{text[:60]}... ({len(value)} characters)"
+    if isinstance(value, list | tuple):
+        return f"{text[:60]}... ({len(value)} items)"
+    return f"{text[:60]}..."
+
+
+def _format_error(
+    err: ValidationError,
+    origin: str,
+    name: Callable[[str, str], str] = _section_key,
+    raw: dict[str, Any] | None = None,
+) -> str:
+    """One line for the first error: where, which key, the value, and what was expected.
+
+    ``raw`` is the input: an error inside a list or tuple (``betas = [nan, nan]``) shows the
+    key's whole value, not the one element pydantic reports.
+    """
     e = err.errors()[0]
     loc = [str(p) for p in e["loc"]]
     where = f"{origin}: " if origin else ""
@@ -427,14 +535,19 @@ def _format_error(err: ValidationError, origin: str, name=_section_key) -> str:
     section = loc[0] if loc else "?"
     key = loc[1] if len(loc) > 1 else ""
     expected = _EXPECTED.get((section, key))
+    if e["type"] == "finite_number" and len(loc) == 2:
+        expected = "a finite number"  # lr = inf is positive, and still refused
     if expected is None:
         expected = e["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
         expected = expected.removeprefix("expected ")
         expected = expected[0].lower() + expected[1:] if expected else expected
-    if e["type"] == "missing" or not key:
+    if not key or (e["type"] == "missing" and len(loc) == 2):
         return f"{where}[{section}]: {expected}"
     value = e.get("input")
-    shown = f" = {value!r}" if not isinstance(value, dict) else ""
+    given = (raw or {}).get(section)
+    if len(loc) > 2 and isinstance(given, dict) and key in given:
+        value = given[key]
+    shown = f" = {_shown(value)}" if not isinstance(value, dict) else ""
     return f"{where}{name(section, key)}{shown}: expected {expected}"
 
 
@@ -443,7 +556,7 @@ def validate_config(raw: dict[str, Any], origin: str = "") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise UserError(_format_error(err, origin)) from None
+        raise UserError(_format_error(err, origin, raw=raw)) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -460,7 +573,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     value_text = value_text.strip()
     try:
         value = tomllib.loads(f"v = {value_text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # RecursionError: "[[[[..." 500 deep
         value = value_text
     return path, value
 
@@ -483,7 +596,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file, raising :class:`UserError` naming the file for a missing or bad one."""
+    """Read a TOML file, raising :class:`UserError` naming the file for a missing or bad one.
+
+    Bad covers what a fuzzer finds besides syntax: bytes that are not UTF-8 (TOML is UTF-8
+    text; ``tomllib`` raises ``UnicodeDecodeError``), nesting deeper than Python's recursion
+    limit (``a = [[[[...]]]]`` 500 deep: ``RecursionError``), and a file that cannot be read.
+    """
     p = Path(path)
     try:
         with p.open("rb") as f:
@@ -494,6 +612,15 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{p}: is a directory, expected a TOML config file") from None
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{p}: not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{p}: not valid TOML: not UTF-8 text (byte {err.object[err.start]:#04x} at "
+            f"offset {err.start})"
+        ) from None
+    except RecursionError:
+        raise UserError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
+    except OSError as err:
+        raise UserError(f"{p}: cannot read the config file: {err.strerror or err}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -515,7 +642,7 @@ def config_from_flat(settings: dict[str, Any]) -> Config:
         return Config.model_validate(raw)
     except ValidationError as err:
         flat_name = {v: k for k, v in FLAT_KEYS.items()}
-        raise UserError(_format_error(err, "", lambda s, k: flat_name[(s, k)])) from None
+        raise UserError(_format_error(err, "", lambda s, k: flat_name[(s, k)], raw)) from None
 
 
 # --- writing the resolved config back out ------------------------------------------------------

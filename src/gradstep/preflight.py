@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
-from gradstep.data.convert import DataLike
+from gradstep.data.convert import DataLike, class_count_problem, num_samples
 from gradstep.errors import UserError, first_line
 
 
@@ -32,10 +32,15 @@ def probe(data: DataLike) -> tuple[Any, torch.Tensor]:
 
 
 def num_outputs(task: str, train: DataLike, val: DataLike | None, y_probe: torch.Tensor) -> int:
-    """Classes (multiclass) or the target's width, to size a model's output layer."""
+    """Classes (multiclass) or the target's width, to size a model's output layer.
+
+    Labels that would make an output layer no machine holds (a label of 10⁹) are refused here
+    for a Dataset; in-memory data was checked, naming its file, by
+    :func:`gradstep.data.check_class_ids`.
+    """
     if task != "multiclass":
         return int(y_probe[0].numel()) if y_probe.ndim > 1 else 1
-    highest = -1
+    highest, samples = -1, 0
     for d in (train, val):
         if d is None:
             continue
@@ -47,6 +52,13 @@ def num_outputs(task: str, train: DataLike, val: DataLike | None, y_probe: torch
             if targets is None:
                 targets = [ds[i][1] for i in range(len(ds))]  # type: ignore[arg-type]
             highest = max(highest, int(torch.as_tensor(targets).max()))
+        try:
+            samples += num_samples(d)
+        except TypeError:  # a DataLoader over an IterableDataset has no length
+            pass
+    problem = class_count_problem(highest, samples)
+    if problem is not None:
+        raise UserError(f"training data: {problem}")
     return max(highest + 1, 2)
 
 

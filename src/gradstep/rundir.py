@@ -17,16 +17,42 @@ from typing import Any
 
 
 def create_run_dir(parent: str | Path, name: str) -> Path:
-    """Create and return a fresh ``parent/name`` (or ``name-2``, ``name-3``, ... if taken)."""
+    """Create and return a fresh ``parent/name`` (or ``name-2``, ``name-3``, ... if taken).
+
+    ``parent`` (``[run] dir``) is created if missing. This is the first write of a run, so a
+    place that cannot hold one — a file, a path under a file, a read-only folder, ``/proc`` —
+    is a :class:`~gradstep.errors.UserError` naming it with the system's reason, and nothing
+    is left behind. ``name`` must be one path component (the config checks ``[run] name``; a
+    default name made from a config file's name is checked here), so a run never lands
+    outside ``parent``.
+    """
+    # imported here: the config's rule for a run name is the one rule, and errors are UserError
+    from gradstep.config import run_name_problem
+    from gradstep.errors import UserError
+
+    problem = run_name_problem(name)
+    if problem is not None:
+        raise UserError(f"[run] name = {name!r}: {problem}")
+    where = f"[run] dir = {str(parent)!r}"
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{where}: cannot create a run directory there: it is a file")
     for i in range(1, 10_000):
         path = parent / (name if i == 1 else f"{name}-{i}")
         try:
+            if i == 1:
+                parent.mkdir(parents=True, exist_ok=True)
             path.mkdir()
             return path
         except FileExistsError:
+            if not parent.is_dir():  # a file appeared there, or a path under a file
+                raise UserError(
+                    f"{where}: cannot create a run directory there: not a folder"
+                ) from None
             continue
+        except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise UserError(f"{where}: cannot create a run directory there: {reason}") from None
     raise RuntimeError(f"no free run directory name for {parent / name}")
 
 

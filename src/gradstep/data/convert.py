@@ -67,6 +67,32 @@ def to_data(obj: Any, what: str) -> DataLike:
     )
 
 
+MAX_CLASSES = 10_000_000
+"""The most classes labels may imply: an output layer of 10⁷ classes is already 2.5 GB of
+float32 at a width of 64; a label beyond is an id that is not a class index."""
+SPARSE_CLASSES = 100_000
+"""Above this many classes, labels must not imply more classes than there are samples."""
+
+
+def class_count_problem(highest: int, samples: int) -> str | None:
+    """Why a largest label of ``highest`` cannot be a class id in data of ``samples`` samples,
+    or None. Cross-entropy takes ids ``0..C-1``, so a label of 2,000,000,000 makes two billion
+    classes, and an output layer nothing can allocate. Refused: more than :data:`MAX_CLASSES`,
+    or more than :data:`SPARSE_CLASSES` and more classes than samples (most classes could have
+    no sample: the labels are ids of something else). Cheap: one ``max`` the caller has."""
+    classes = highest + 1
+    if classes > MAX_CLASSES:
+        limit = f"more than the {MAX_CLASSES:,} an output layer may have"
+    elif classes > SPARSE_CLASSES and classes > samples:
+        limit = f"more than the {samples:,} samples"
+    else:
+        return None
+    return (
+        f"the largest label is {highest}, which makes {classes:,} classes for cross_entropy "
+        f"(class ids are 0..C-1), {limit}; number the classes from 0, or use [train] loss = 'mse'"
+    )
+
+
 def is_pair(data: DataLike | None) -> bool:
     return isinstance(data, tuple)
 

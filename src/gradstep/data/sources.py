@@ -15,12 +15,19 @@ source             what it gives
 ``npz``            arrays ``X`` and ``y`` (loaded without pickle)
 ``file.py:fn``     ``fn()`` returns ``(X, y)``, a Dataset, or a ``(train, val)`` pair of them
 =================  ===========================================================================
+
+A file that is not what its source expects (empty, truncated, not UTF-8, a ``.npy`` named
+``.npz``, pickled) is a :class:`~gradstep.errors.UserError` naming the file; so is ``n`` too
+large to allocate, and a ``file.py:fn`` that cannot be called without arguments or returns
+something that is not data. An error raised *inside* a user's data function is a bug in it and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import csv
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from gradstep.config import DataSection
 from gradstep.data.convert import DataLike, to_data
 from gradstep.data.mnist import load_mnist
-from gradstep.errors import UserError
+from gradstep.errors import UserError, first_line
 from gradstep.importing import is_import_spec, load_object
 
 BUILTIN = ("digits", "random", "circles", "moons", "mnist", "csv", "npz")
@@ -46,9 +53,7 @@ def load_source(
     if cfg.val_path is not None and source not in _FILE_SOURCES:
         raise UserError(f"[data] val_path is for the mnist, csv and npz sources, not {source!r}")
     if source == "random":
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(cfg.n, cfg.features, generator=g)
-        y = torch.randint(0, cfg.classes, (cfg.n,), generator=g)
+        x, y = _generate(cfg, lambda: _random(cfg, seed))
         return (
             (x, y),
             None,
@@ -58,11 +63,16 @@ def load_source(
         from sklearn import datasets
 
         if source == "circles":
-            x, y = datasets.make_circles(
-                cfg.n, noise=cfg.noise, factor=cfg.factor, random_state=seed
+            x, y = _generate(
+                cfg,
+                lambda: datasets.make_circles(
+                    cfg.n, noise=cfg.noise, factor=cfg.factor, random_state=seed
+                ),
             )
         else:
-            x, y = datasets.make_moons(cfg.n, noise=cfg.noise, random_state=seed)
+            x, y = _generate(
+                cfg, lambda: datasets.make_moons(cfg.n, noise=cfg.noise, random_state=seed)
+            )
         return to_data((x, y), source), None, f"{source}: {cfg.n} samples, noise {cfg.noise}"
     if source == "digits":
         from sklearn.datasets import load_digits
@@ -82,6 +92,28 @@ def load_source(
     raise UserError(
         f"[data] source = {source!r}: expected one of {', '.join(BUILTIN)} or 'file.py:function'"
     )
+
+
+def _random(cfg: DataSection, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(cfg.n, cfg.features, generator=g)
+    return x, torch.randint(0, cfg.classes, (cfg.n,), generator=g)
+
+
+def _generate(cfg: DataSection, make: Callable[[], Any]) -> Any:
+    """Run a generated source's ``make``, turning a failed allocation into a UserError.
+
+    The config bounds ``n`` and ``n × features``; this is for a machine with less memory than
+    those bounds assume (torch raises ``RuntimeError: ... can't allocate memory``, NumPy
+    ``MemoryError``)."""
+    try:
+        return make()
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "allocate" not in str(err):
+            raise
+        raise UserError(
+            f"[data] n = {cfg.n}: cannot allocate the {cfg.source} data: {first_line(err)}"
+        ) from None
 
 
 def _resolve(path: str | None, source: str, base_dir: Path | None, key: str) -> Path:
@@ -119,8 +151,8 @@ def _csv(cfg: DataSection, path: Path) -> tuple[DataLike, str]:
     try:
         with path.open(newline="") as f:
             rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read as CSV: {err}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:  # csv.Error: a NUL byte, ...
+        raise UserError(f"{path}: cannot read as CSV: {first_line(err)}") from None
     if not rows:
         raise UserError(f"{path}: empty CSV file (expected a header row)")
     header = [h.strip() for h in rows[0]]
@@ -151,25 +183,54 @@ def _csv(cfg: DataSection, path: Path) -> tuple[DataLike, str]:
 
 
 def _npz(cfg: DataSection, path: Path) -> tuple[DataLike, str]:
+    """Arrays ``X`` and ``y`` of an ``.npz`` file. np.load reads a 0-byte file as EOFError, a
+    ``.npy`` as one array (not an archive), text as pickled data (refused)."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{path}: cannot read as .npz: the file is empty (0 bytes)")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise UserError(f"{path}: cannot read as .npz: it holds one array (a .npy file)")
+        with loaded as z:
             missing = [k for k in ("X", "y") if k not in z.files]
             if missing:
                 raise UserError(f"{path}: no array {missing[0]!r} (arrays: {', '.join(z.files)})")
             x, y = z["X"], z["y"]
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path}: cannot read as .npz: {err}") from None
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as err:
+        if isinstance(err, UserError):
+            raise
+        raise UserError(f"{path}: cannot read as .npz: {first_line(err)}") from None
     return to_data((x, _labels(y) if y.dtype.kind == "f" else y), str(path)), (
         f"npz: {len(x)} samples from {path}"
     )
 
 
 def _from_function(spec: str, base_dir: Path | None) -> tuple[DataLike, DataLike | None, str]:
+    """Call a user's data function, ``file.py:fn`` or ``package.module:fn``.
+
+    Calling it with no arguments failing at the call itself (``os:system``: a missing
+    argument) is a user error: it is not a data function. A TypeError raised inside it is a
+    bug in its code and propagates with its traceback. What it returns must be data: ``(X,
+    y)``, a Dataset, a DataLoader, ``(train, val)`` of those, or ``{"train": ..., "val": ...}``.
+    """
     fn = load_object(spec, base_dir, "[data] source")
-    if not callable(fn):
-        raise UserError(f"[data] source = {spec!r} is not a function")
-    out: Any = fn()
     what = f"[data] source = {spec!r}"
+    if not callable(fn):
+        raise UserError(f"{what} is not a function")
+    try:
+        out: Any = fn()
+    except TypeError as err:
+        if err.__traceback__ is not None and err.__traceback__.tb_next is not None:
+            raise  # raised inside the function (it has a frame of its own): its bug
+        raise UserError(
+            f"{what} cannot be called without arguments ({first_line(err)}); expected a "
+            "function that takes none and returns training data"
+        ) from None
+    if not isinstance(out, tuple | list | dict | Dataset | DataLoader):
+        raise UserError(
+            f"{what} did not return training data: it returned {type(out).__name__}; expected "
+            "(X, y) arrays or tensors, a Dataset, a DataLoader, or a (train, val) pair of them"
+        )
     if isinstance(out, dict) and "train" in out:
         val = out.get("val")
         return to_data(out["train"], what), (None if val is None else to_data(val, what)), spec

@@ -16,6 +16,12 @@ constructor parameter               inferred value
 ==================================  =========================================================
 
 The resolved arguments are what the run records, so the model can be rebuilt without the data.
+
+Arguments that cannot make a model are a :class:`~gradstep.errors.UserError` naming
+``[model.args]``: a zoo model's own checks (:class:`~gradstep.models.zoo.ModelArgError`), a
+zoo model larger than :data:`MAX_ZOO_PARAMETERS` (counted on the ``meta`` device, which
+allocates nothing and draws no random numbers, before the real one is built), and for any model
+a constructor that fails to allocate its parameters or is given a negative size.
 """
 
 from __future__ import annotations
@@ -25,13 +31,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from gradstep.errors import UserError, did_you_mean
+from gradstep.errors import UserError, did_you_mean, first_line
 from gradstep.importing import is_import_spec, load_object
-from gradstep.models.zoo import CNN, MLP, ZOO, SimpleNet
+from gradstep.models.zoo import CNN, MLP, ZOO, ModelArgError, SimpleNet, short_repr
 
-__all__ = ["CNN", "MLP", "ZOO", "DataShape", "SimpleNet", "build_model", "resolve_model_class"]
+__all__ = [
+    "CNN",
+    "MAX_ZOO_PARAMETERS",
+    "MLP",
+    "ZOO",
+    "DataShape",
+    "ModelArgError",
+    "SimpleNet",
+    "build_model",
+    "resolve_model_class",
+]
+
+MAX_ZOO_PARAMETERS = 1_000_000_000
+"""The most parameters a built-in model may have: 4 GB of float32 weights, 16 GB with Adam's
+state and the gradients. The zoo is for small experiments; more is a typo in a width."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +129,68 @@ def build_model(
     ]
     if missing:
         raise UserError(f"[model.args] {missing[0]} is required by {name!r} and cannot be inferred")
+    if cls in ZOO.values():
+        _check_zoo_size(name, cls, args, resolved)
     try:
         model = cls(**resolved)
+    except ModelArgError as err:
+        raise _arg_error(err, args) from None
     except (TypeError, ValueError) as err:
-        raise UserError(f"[model] {name!r} could not be built with {resolved}: {err}") from None
+        raise UserError(
+            f"[model] {name!r} could not be built with {resolved}: {first_line(err)}"
+        ) from None
+    except (RuntimeError, MemoryError) as err:
+        if not _bad_size(err):
+            raise  # a bug in the model's code keeps its traceback
+        raise UserError(
+            f"[model.args] {_args_text(args or resolved)}: {name!r} could not be built: "
+            f"{first_line(err)}"
+        ) from None
     return model, resolved
+
+
+def _args_text(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {short_repr(v)}" for k, v in args.items())
+
+
+def _arg_error(err: ModelArgError, given: dict[str, Any]) -> UserError:
+    inferred = "" if err.key in given else " (inferred from the data)"
+    return UserError(f"[model.args] {err}{inferred}")
+
+
+def _bad_size(err: BaseException) -> bool:
+    """Whether a constructor's error is torch refusing a size: memory it cannot allocate
+    (``DefaultCPUAllocator: can't allocate memory``, CUDA out of memory) or a negative one."""
+    if isinstance(err, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(err)
+    return "allocate" in text or "negative dimension" in text
+
+
+def _check_zoo_size(
+    name: str, cls: type[nn.Module], given: dict[str, Any], resolved: dict[str, Any]
+) -> None:
+    """Build a zoo model on the meta device and refuse one over :data:`MAX_ZOO_PARAMETERS`, so
+    ``hidden = [10**12]`` is a clear error, not a failed 256 TB allocation (or a machine that
+    swaps while it initialises 20 GB of weights)."""
+    try:
+        with torch.device("meta"):
+            probe = cls(**resolved)
+    except ModelArgError as err:
+        raise _arg_error(err, given) from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        if "Overflow" in str(err) or isinstance(err, OverflowError):  # a width of 10**19
+            raise UserError(
+                f"[model.args] {_args_text(given or resolved)}: {name!r} could not be built: "
+                "a size does not fit in 64 bits"
+            ) from None
+        raise UserError(
+            f"[model] {name!r} could not be built with {resolved}: {first_line(err)}"
+        ) from None
+    count = sum(p.numel() for p in probe.parameters())
+    if count > MAX_ZOO_PARAMETERS:
+        raise UserError(
+            f"[model.args] {_args_text(given or resolved)}: {name!r} would have {count:,} "
+            f"parameters ({count * 4 / 1e9:,.0f} GB of float32), more than the "
+            f"{MAX_ZOO_PARAMETERS:,} a built-in model may have"
+        )

@@ -2,14 +2,66 @@
 
 ``input_size`` / ``num_classes`` / ``in_channels`` / ``image_size`` are inferred from the data
 when the config does not set them (see :func:`gradstep.models.build_model`).
+
+Each constructor checks its arguments and raises :class:`ModelArgError` naming the one that is
+wrong: torch takes a width of 0 without a word (a layer that outputs nothing), a negative width
+fails deep inside ``torch.empty``, and a NaN dropout silently means no dropout.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import Any
 
 import torch
 from torch import nn
+
+
+class ModelArgError(ValueError):
+    """A built-in model's constructor argument is out of range: ``key = value``, ``expected``.
+
+    :func:`gradstep.models.build_model` turns it into ``[model.args] key = value: expected ...``.
+    """
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        super().__init__(f"{key} = {short_repr(value)}: expected {expected}")
+        self.key, self.value, self.expected = key, value, expected
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to about ``limit`` characters: a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def _is_count(value: Any) -> bool:
+    """An integer (Python's or NumPy's, not a bool) of at least 1."""
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _positive(key: str, value: Any) -> int:
+    """``value`` as a layer width or count: a positive integer."""
+    if not _is_count(value):
+        raise ModelArgError(key, value, "a positive integer")
+    return int(value)
+
+
+def _widths(key: str, value: Any) -> list[int]:
+    """``value`` as a list of layer widths (possibly empty), each a positive integer."""
+    ok = isinstance(value, Sequence) and not isinstance(value, str | bytes)
+    if not ok or not all(_is_count(v) for v in value):
+        raise ModelArgError(key, value, "a list of positive integers (layer widths)")
+    return [int(v) for v in value]
+
+
+def _probability(key: str, value: Any) -> float:
+    """``value`` as a dropout rate: a finite number in [0, 1) (1 would zero every input)."""
+    ok = isinstance(value, Real) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not 0 <= value < 1:
+        raise ModelArgError(key, value, "a number in [0, 1)")
+    return float(value)
 
 
 class SimpleNet(nn.Module):
@@ -22,6 +74,9 @@ class SimpleNet(nn.Module):
 
     def __init__(self, input_size: int, num_classes: int, hidden_size: int = 128) -> None:
         super().__init__()
+        input_size = _positive("input_size", input_size)
+        num_classes = _positive("num_classes", num_classes)
+        hidden_size = _positive("hidden_size", hidden_size)
         self.fc1 = nn.Linear(input_size, hidden_size)
         self.relu = nn.ReLU()
         self.fc2 = nn.Linear(hidden_size, num_classes)
@@ -48,8 +103,10 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        width = _positive("input_size", input_size)
+        num_classes = _positive("num_classes", num_classes)
+        hidden, dropout = _widths("hidden", hidden), _probability("dropout", dropout)
         layers: list[nn.Module] = []
-        width = input_size
         for h in hidden:
             layers.append(nn.Linear(width, h))
             if batchnorm:
@@ -83,9 +140,11 @@ class CNN(nn.Module):
         hidden: int = 64,
     ) -> None:
         super().__init__()
+        c = _positive("in_channels", in_channels)
+        num_classes = _positive("num_classes", num_classes)
+        size, hidden = _positive("image_size", image_size), _positive("hidden", hidden)
         layers: list[nn.Module] = []
-        c, size = in_channels, image_size
-        for out in channels:
+        for out in _widths("channels", channels):
             layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
             if size >= 2:
                 layers.append(nn.MaxPool2d(2))
