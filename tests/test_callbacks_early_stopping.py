@@ -116,3 +116,15 @@ def test_the_best_weights_resume_with_the_run(runs):
         full.model.state_dict().items(), r2.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), k  # epoch 1's weights, restored from the checkpoint's copy
+
+
+def test_a_monitor_that_was_never_finite_stops_with_a_message_not_a_type_error():
+    """Every epoch's val_loss NaN (a diverged model): no best value ever; the stop reason must
+    still be written (formatting None as a number raised TypeError)."""
+    es = EarlyStopping(monitor="val_loss", patience=1)
+    state = TrainState(epochs=5, batches_per_epoch=1)
+    for epoch in (1, 2):
+        state.epoch = epoch
+        state.history.append({"epoch": epoch, "val_loss": float("nan")})
+        es.on_epoch_end(state)
+    assert state.should_stop and "never finite" in state.stop_reason

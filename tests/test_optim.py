@@ -163,3 +163,15 @@ def test_lr_values_are_finite_for_every_schedule(tmp_path):
     for name in ("step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle"):
         r = _fit(schedule=name, epochs=2, run_dir=str(tmp_path / name))
         assert all(math.isfinite(h["lr"]) and h["lr"] >= 0 for h in r.history), name
+
+
+def test_a_schedule_that_overflows_gives_an_infinite_rate_not_an_error():
+    """gamma > 1 over a long run: 0.1 * 1.5 ** 2000 overflows a float; PyTorch's scheduler
+    would give inf, and so does the closed form (no OverflowError mid-training)."""
+    from gradstep.config import ScheduleSection
+    from gradstep.optim import LRSchedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = LRSchedule(ScheduleSection(name="exponential", gamma=1.5), opt, total=3000)
+    assert sched.lr_at(2000, 0.1) == float("inf")
+    assert sched.lr_at(3, 0.1) == pytest.approx(0.1 * 1.5**3)

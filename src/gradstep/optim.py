@@ -19,6 +19,15 @@ import torch
 from gradstep.config import OptimSection, ScheduleSection
 
 
+def _power(gamma: float, n: int) -> float:
+    """``gamma ** n``, infinite where it overflows (a growing ``gamma > 1`` over a long run):
+    what PyTorch's schedulers would give, instead of an OverflowError mid-training."""
+    try:
+        return gamma**n
+    except OverflowError:
+        return math.inf
+
+
 def build_optimizer(
     cfg: OptimSection, params: Iterable[torch.nn.Parameter]
 ) -> torch.optim.Optimizer:
@@ -98,11 +107,11 @@ class LRSchedule:
     def lr_at(self, t: int, base: float) -> float:
         c, name = self.cfg, self.cfg.name
         if name == "step":
-            return base * c.gamma ** (t // c.step_size)
+            return base * _power(c.gamma, t // c.step_size)
         if name == "multistep":
-            return base * c.gamma ** bisect.bisect_right(sorted(c.milestones), t)
+            return base * _power(c.gamma, bisect.bisect_right(sorted(c.milestones), t))
         if name == "exponential":
-            return base * c.gamma**t
+            return base * _power(c.gamma, t)
         if name == "cosine":
             t = min(t, self.t_max)
             return c.eta_min + (base - c.eta_min) * (1 + math.cos(math.pi * t / self.t_max)) / 2

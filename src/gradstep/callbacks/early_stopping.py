@@ -77,7 +77,11 @@ class EarlyStopping(Callback):
             self.stopped_epoch = state.epoch
             state.stop(
                 f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
-                f"(best {self.best:.6g} at epoch {self.best_epoch})"
+                + (
+                    f"(best {self.best:.6g} at epoch {self.best_epoch})"
+                    if self.best is not None
+                    else "(it was never finite)"
+                )
             )
 
     def restore(self, model: torch.nn.Module) -> bool:
