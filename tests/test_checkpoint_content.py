@@ -56,3 +56,41 @@ def test_the_cached_rng_capture_always_equals_a_fresh_read():
     first = np.random.normal()
     set_rng_state(json.loads(states[4]))
     assert np.random.normal() == first
+
+
+def _stepped(kind: str):
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    opt = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), "adam": torch.optim.Adam}[
+        kind
+    ](net.parameters())
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    return net, opt
+
+
+def test_optimizer_state_that_would_fail_at_the_next_step_is_refused_on_load():
+    """A crafted optimizer.safetensors (the manifest re-sealed) must fail at load, before a
+    resume changes the run directory, not at the first step after it."""
+    import pytest
+
+    from gradstep.checkpoint.content import load_optimizer_state, optimizer_state
+
+    for kind, key in (("sgd", "0.momentum_buffer"), ("adam", "1.exp_avg")):
+        _, opt = _stepped(kind)
+        tensors, meta = optimizer_state(opt)
+        tensors = {k: v.clone() for k, v in tensors.items()}
+        load_optimizer_state(opt, tensors, json.loads(json.dumps(meta)))  # the real one loads
+        for bad, match in (
+            ({**tensors, key: torch.zeros(7)}, "is torch.float32 \\(7,\\)"),
+            ({**tensors, key: tensors[key].double()}, "float64"),
+            ({**tensors, "5.momentum_buffer": torch.zeros(2)}, "parameter 5"),
+        ) + (
+            (({k: v for k, v in tensors.items() if k != key}, "no 'exp_avg'"),)
+            if kind == "adam"
+            else ()
+        ):
+            with pytest.raises(ValueError, match=match):
+                load_optimizer_state(opt, bad, json.loads(json.dumps(meta)))

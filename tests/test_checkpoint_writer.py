@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 
@@ -103,6 +104,39 @@ def test_a_pruned_checkpoint_is_written_into_again_and_holds_only_the_new_files(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(files.TMP_PREFIX)]
 
 
+def valid_state(step: int) -> dict:
+    """The smallest ``state.json`` the schema accepts: a finished epoch of ``step`` steps."""
+    from gradstep.checkpoint.content import rng_state
+
+    progress = dict(
+        epoch=1,
+        batch=step,
+        step_in_epoch=step,
+        global_step=step,
+        samples_seen=step,
+        epochs_completed=0,
+        in_epoch=False,
+        should_stop=False,
+        stop_reason=None,
+    )
+    group = dict(lr=0.1, momentum=0, dampening=0, weight_decay=0, nesterov=False, params=[])
+    return {
+        "step": step,
+        "epoch": 1,
+        "progress": progress,
+        "meter": None,
+        "train_metrics": {},
+        "val_metrics": {},
+        "metrics_bytes": None,
+        "rng": rng_state(),
+        "callbacks": {},
+        "history": [],
+        "fingerprint": {"accumulate": 1},
+        "config": {},
+        "optimizer": {"class": "SGD", "param_groups": [group], "scalars": {}},
+    }
+
+
 def ckpt_job(step: int) -> Job:
     """A checkpoint that resume would accept: real safetensors, JSON, a step in its manifest."""
     weights = tensors_to_bytes({"w": torch.full((16,), float(step))})
@@ -110,7 +144,7 @@ def ckpt_job(step: int) -> Job:
         "model.safetensors": weights,
         "optimizer.safetensors": tensors_to_bytes({}),
         "model.json": b"{}",
-        "state.json": b'{"step": %d}' % step,
+        "state.json": json.dumps(valid_state(step)).encode(),
     }
     return Job(name=f"step-{step:06d}", files=data, meta={"step": step})
 
@@ -253,3 +287,38 @@ def test_a_checkpoint_whose_state_is_another_steps_is_skipped(tmp_path):
         f"skipped checkpoint step-000005: {tmp_path}/step-000005: state.json is step 2's, "
         "the manifest 5's"
     ]
+
+
+def test_pruning_orders_by_step_number_across_a_million_steps(tmp_path):
+    """``step-1000000`` sorts before ``step-999999`` as a string: pruning by name would delete
+    the newest checkpoints and leave ``latest`` dangling."""
+    writer = CheckpointWriter(tmp_path, keep=2)
+    for step in (999_998, 999_999, 1_000_000, 1_000_001):
+        writer.submit(job(step))
+    assert all(o.error is None for o in writer.close())
+    assert [s for s, _ in step_dirs(tmp_path)] == [1_000_000, 1_000_001]
+    assert os.readlink(tmp_path / "latest") == "step-1000001"
+    files.verify(tmp_path / "latest")
+
+
+def test_an_unreadable_old_checkpoint_is_left_alone_not_recycled(tmp_path, monkeypatch):
+    """Pruning would write the next checkpoint into the oldest one's directory; one it cannot
+    read (permissions, I/O errors) is neither recycled nor removed, and the write goes into a
+    fresh directory."""
+    writer = CheckpointWriter(tmp_path, keep=1, background=False)
+    writer.submit(job(1))
+    real_listdir = os.listdir
+    locked = str(tmp_path / "step-000001")
+
+    def listdir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    writer.submit(job(2))
+    writer.submit(job(3))
+    assert all(o.error is None for o in writer.close())
+    assert (tmp_path / "step-000001" / "a.bin").read_bytes() == bytes([1]) * 10  # untouched
+    files.verify(tmp_path / "step-000003")
+    assert os.readlink(tmp_path / "latest") == "step-000003"

@@ -130,3 +130,16 @@ def test_predict_and_eval_bad_input_is_one_line_exit_2(digits_run, tmp_path, cap
         with pytest.raises(SystemExit) as exc:
             main(args)
         assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("name", ["empty.npz", "empty.npy"])
+def test_an_empty_input_file_is_bad_input(digits_run, tmp_path, capsys, name):
+    _, result = digits_run
+    (tmp_path / name).write_bytes(b"")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(result.run_dir), str(tmp_path / name), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the file is empty" in err and "Traceback" not in err
+    assert main(["eval", str(result.run_dir), "--data", str(tmp_path / name)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not out.exists()

@@ -5,21 +5,21 @@ naming what and where, and no traceback; 1 an internal error, or a checkpoint th
 saved (disk full, permission denied: one line naming the path); 130 interrupted (Ctrl-C).
 
     gradstep fit [CONFIG.toml] [--set section.key=value ...]
-    gradstep resume RUN_DIR [--force] [--set section.key=value ...]
-    gradstep eval CHECKPOINT [--data FILE]
-    gradstep predict CHECKPOINT INPUT --out FILE
-    gradstep export CHECKPOINT --format pt2|torchscript [--out FILE]
+    gradstep resume RUN_DIR [--force] [--code-dir DIR] [--trust-code] [--set section.key=value ...]
+    gradstep eval CHECKPOINT [--data FILE] [--code-dir DIR] [--trust-code]
+    gradstep predict CHECKPOINT INPUT --out FILE [--code-dir DIR] [--trust-code]
+    gradstep export CHECKPOINT --format pt2|torchscript [--out FILE] [--code-dir DIR] [--trust-code]
     gradstep convert LEGACY.pt --model NAME [--set model.args.KEY=VALUE ...] --out DIR
 
 CHECKPOINT is a checkpoint directory, ``.../checkpoints/best`` or ``latest``, or a run directory
 (its best checkpoint). Nothing is ever unpickled, except by ``convert``, through
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``. Code a checkpoint or a run directory names is imported only
+under the trust rule of :mod:`gradstep.trust` (``--code-dir``, ``--trust-code``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "--force", action="store_true", help="resume even if the model, batch or data differ"
     )
+    _add_code(resume)
     _add_set(resume)
 
     ev = sub.add_parser("eval", help="loss and metrics of a checkpoint on a dataset")
@@ -67,10 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="csv / npz / IDX file with labels (default: the run's val data)")
     ev.add_argument("--batch-size", type=_positive, default=256)
     ev.add_argument("--device", default="cpu")
-    ev.add_argument(
-        "--code-dir",
-        help="the folder holding a file.py:Class model's code (default: the working directory)",
-    )
+    _add_code(ev)
 
     pr = sub.add_parser("predict", help="batch inference (eval mode, no gradients) to a CSV file")
     pr.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
@@ -78,20 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="the CSV file to write (atomically)")
     pr.add_argument("--batch-size", type=_positive, default=256)
     pr.add_argument("--device", default="cpu")
-    pr.add_argument(
-        "--code-dir",
-        help="the folder holding a file.py:Class model's code (default: the working directory)",
-    )
+    _add_code(pr)
 
     ex = sub.add_parser("export", help="a model file that runs with plain PyTorch")
     ex.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
     ex.add_argument("--format", required=True, choices=["pt2", "torchscript"])
     ex.add_argument("--out", help="the file to write (default: <checkpoint>.pt2 / .torchscript.pt)")
     ex.add_argument("--input-shape", type=_shape, help="one sample's shape, e.g. 1,28,28")
-    ex.add_argument(
-        "--code-dir",
-        help="the folder holding a file.py:Class model's code (default: the working directory)",
-    )
+    _add_code(ex)
 
     rp = sub.add_parser(
         "report", help="plots and a self-contained report.html for a run (readable offline)"
@@ -136,6 +128,23 @@ def _add_set(p: argparse.ArgumentParser) -> None:
         help="override a config key, e.g. --set train.batch_size=full "
         "--set model.args.hidden=[64,32]",
     )
+
+
+def _add_code(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--code-dir",
+        help="the folder holding a file.py:Class model's code (default: the working directory)",
+    )
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import any module or file the checkpoint or run names (only for checkpoints you "
+        "trust as you trust code; see README: what a checkpoint can and cannot do)",
+    )
+
+
+def _warn(message: str) -> None:
+    print(f"gradstep: warning: {message}", file=sys.stderr)
 
 
 def _positive(text: str) -> int:
@@ -218,6 +227,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from gradstep.checkpoint.files import CheckpointError
     from gradstep.trainer import Trainer
+    from gradstep.trust import CodeTrust
 
     run_dir = Path(args.run_dir)
     config = run_dir / "config.toml"
@@ -228,7 +238,12 @@ def _resume(args: argparse.Namespace) -> int:
             open_checkpoint(run_dir)  # the clear refusal for a pickle or a missing path
         raise CheckpointError(f"{run_dir}: not a run directory (no config.toml)")
     trainer = Trainer.from_config(config, args.overrides)
-    trainer.base_dir, trainer.default_name = _saved_base_dir(run_dir), None
+    # the run's config and checkpoints are data: code they name is imported only under the
+    # trust rule, and base_dir comes from the checkpoint the resume verifies (see Trainer.fit)
+    trainer.code_trust = CodeTrust.make(
+        args.code_dir, args.trust_code, (run_dir,), "the run's config and checkpoint"
+    )
+    trainer.base_dir, trainer.default_name = None, None
     if trainer.config.data.source == "(python)":
         raise UserError(
             f"{run_dir}: this run trained on in-memory data; resume it from Python: "
@@ -236,19 +251,6 @@ def _resume(args: argparse.Namespace) -> int:
         )
     trainer.fit(resume=run_dir, force=args.force)
     return 0
-
-
-def _saved_base_dir(run_dir: Path) -> Path | None:
-    """Where the original config lived (relative data paths and model files are found there)."""
-    from gradstep.checkpoint.writer import step_dirs
-
-    for _, p in reversed(step_dirs(run_dir / "checkpoints")):
-        try:
-            base = json.loads((p / "model.json").read_text()).get("base_dir")
-        except (OSError, ValueError):
-            continue
-        return Path(base) if base else None
-    return None
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -260,6 +262,9 @@ def _eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         code_dir=args.code_dir,
+        trust_code=args.trust_code,
+        warn=_warn,
+        say=print,
     )
     for key, value in metrics.items():
         print(f"{key}: {value:.2%}" if key == "acc" else f"{key}: {value:.6g}")
@@ -279,6 +284,8 @@ def _predict(args: argparse.Namespace) -> int:
         device=args.device,
         console=Console(stderr=True),
         code_dir=args.code_dir,
+        trust_code=args.trust_code,
+        warn=_warn,
     )
     print(f"wrote {n} predictions to {args.out}")
     return 0
@@ -288,7 +295,13 @@ def _export(args: argparse.Namespace) -> int:
     from gradstep.export import export_checkpoint
 
     path = export_checkpoint(
-        args.checkpoint, args.format, args.out, args.input_shape, code_dir=args.code_dir
+        args.checkpoint,
+        args.format,
+        args.out,
+        args.input_shape,
+        code_dir=args.code_dir,
+        trust_code=args.trust_code,
+        warn=_warn,
     )
     print(f"wrote {path} (and {path.name}.json: input, outputs, how to load)")
     return 0

@@ -75,11 +75,17 @@ def export_checkpoint(
     out: str | Path | None = None,
     input_shape: tuple[int, ...] | None = None,
     code_dir: str | Path | None = None,
+    trust_code: bool = False,
+    warn: Any = None,
 ) -> Path:
-    """Export ``checkpoint`` as ``fmt`` ("pt2" or "torchscript"); return the file written."""
+    """Export ``checkpoint`` as ``fmt`` ("pt2" or "torchscript"); return the file written.
+    ``code_dir`` / ``trust_code``: where a ``file.py:Class`` model's code may come from (see
+    :mod:`gradstep.trust`)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    ckpt, model = load_for_inference(checkpoint, code_dir=code_dir)
+    ckpt, model = load_for_inference(
+        checkpoint, code_dir=code_dir, trust_code=trust_code, warn=warn
+    )
     info = ckpt.model_info
     wrapped = prepared_model(model, info)
     example = _example(info, input_shape)

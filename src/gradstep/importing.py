@@ -2,6 +2,10 @@
 
 Used for ``[model] name = "my_model.py:Net"`` and ``[data] source = "my_data.py:load"``. A file
 path is resolved against the config file's directory first, then the working directory.
+
+Every import goes through :func:`load_object`, which applies the trust rule in force
+(:mod:`gradstep.trust`: set while a checkpoint or a run directory supplies the name) before it
+imports anything.
 """
 
 from __future__ import annotations
@@ -23,10 +27,15 @@ def is_import_spec(text: str) -> bool:
 
 def load_object(spec: str, base_dir: Path | None, what: str) -> Any:
     """Return the object ``spec`` names; ``what`` (e.g. ``"[model] name"``) appears in errors."""
+    from gradstep.trust import current_rule
+
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py"):
-        module = _load_file(target, base_dir, what)
+        module = _load_file(target, base_dir, what, spec)
     else:
+        rule = current_rule()
+        if rule is not None:
+            rule.check_module(target, spec, what)
         try:
             module = importlib.import_module(target)
         except ImportError as err:
@@ -39,7 +48,9 @@ def load_object(spec: str, base_dir: Path | None, what: str) -> Any:
     return getattr(module, attr)
 
 
-def _load_file(target: str, base_dir: Path | None, what: str) -> Any:
+def _load_file(target: str, base_dir: Path | None, what: str, spec: str) -> Any:
+    from gradstep.trust import current_rule
+
     candidates = [Path(target)] if Path(target).is_absolute() else []
     if not candidates:
         if base_dir is not None:
@@ -50,6 +61,9 @@ def _load_file(target: str, base_dir: Path | None, what: str) -> Any:
         tried = ", ".join(str(p) for p in candidates)
         raise UserError(f"{what}: file {target!r} not found (looked in {tried})")
     path = path.resolve()
+    rule = current_rule()
+    if rule is not None:  # decided before the file is imported
+        rule.check_file(path, spec, what)
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     name = f"gradstep_user_{path.stem}_{digest}"
     if name in sys.modules:

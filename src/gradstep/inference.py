@@ -92,8 +92,9 @@ def read_input(path: str | Path, target: str = "target") -> tuple[torch.Tensor, 
                     if "X" not in z.files:
                         raise UserError(f"{p}: no array 'X' (arrays: {', '.join(z.files)})")
                     x_np, y_np = z["X"], (z["y"] if "y" in z.files else None)
-        except (OSError, ValueError, zipfile.BadZipFile) as err:
-            raise UserError(f"{p}: cannot read as {p.suffix} (pickle is refused): {err}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: 0 bytes
+            why = "the file is empty" if isinstance(err, EOFError) else err
+            raise UserError(f"{p}: cannot read as {p.suffix} (pickle is refused): {why}") from None
     elif "idx" in name or name.endswith("-ubyte.gz") or name.endswith("-ubyte"):
         x_np, y_np = _idx_pair(p)
     else:
@@ -188,13 +189,17 @@ def predict_file(
     device: str = "cpu",
     console: Console | None = None,
     code_dir: str | Path | None = None,
+    trust_code: bool = False,
+    warn: Any = None,
 ) -> int:
-    """Write predictions for ``input_path`` to ``out_path`` (CSV, atomically); return the count."""
+    """Write predictions for ``input_path`` to ``out_path`` (CSV, atomically); return the count.
+    ``code_dir`` / ``trust_code``: see :mod:`gradstep.trust`; ``warn``: where lines about
+    skipped checkpoints go."""
     out = Path(out_path)
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     device = _device(device)
-    ckpt, model = load_for_inference(checkpoint, device, code_dir)
+    ckpt, model = load_for_inference(checkpoint, device, code_dir, trust_code, warn)
     info = ckpt.model_info
     x, _ = read_input(input_path, info.get("input", {}).get("target", "target"))
     x = prepare_input(x, info, str(input_path))
@@ -215,18 +220,24 @@ def evaluate_checkpoint(
     batch_size: int = 256,
     device: str = "cpu",
     code_dir: str | Path | None = None,
+    trust_code: bool = False,
+    warn: Any = None,
+    say: Any = None,
 ) -> dict[str, float]:
     """Loss and accuracy (or MAE) of a checkpoint on ``data`` (a file, as for predict, with
-    labels), or by default on its run's validation data, rebuilt from the saved config."""
+    labels), or by default on its run's validation data, rebuilt from the saved config.
+
+    Without ``data``, ``say`` is told first which file the checkpoint's config makes it read
+    (the checkpoint, not the user, named it: an error about it quotes none of its content)."""
     from gradstep.loop import evaluate_batches
     from gradstep.losses import build_loss
 
     device = _device(device)
-    ckpt, model = load_for_inference(checkpoint, device, code_dir)
+    ckpt, model = load_for_inference(checkpoint, device, code_dir, trust_code, warn)
     info = ckpt.model_info
     task = info.get("task", "multiclass")
     if data is None:
-        x, y = _run_validation_data(ckpt)
+        x, y = _run_validation_data(ckpt, say)
     else:
         raw_x, y = read_input(data, info.get("input", {}).get("target", "target"))
         if y is None:
@@ -246,14 +257,17 @@ def evaluate_checkpoint(
     return evaluate_batches(model, batches, loss_fn, task)
 
 
-def _run_validation_data(ckpt: Checkpoint) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_validation_data(ckpt: Checkpoint, say: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     from gradstep.config import validate_config
     from gradstep.data import prepare_data
 
-    saved = ckpt.state() if (ckpt.path / "state.json").is_file() else {}
+    saved = ckpt.state() if ckpt.has("state.json") else {}
     if "config" not in saved:
         raise UserError(f"{ckpt.path}: no saved run config; pass --data FILE")
-    cfg = validate_config(saved["config"], str(ckpt.path / "state.json"))
+    try:
+        cfg = validate_config(saved["config"], str(ckpt.path / "state.json"))
+    except UserError as err:
+        raise CheckpointError(f"{ckpt.path}: its saved run config is not valid: {err}") from None
     if cfg.data.source == "(python)":
         raise UserError(f"{ckpt.path}: the run trained on in-memory data; pass --data FILE")
     from gradstep.importing import is_import_spec
@@ -263,7 +277,18 @@ def _run_validation_data(ckpt: Checkpoint) -> tuple[torch.Tensor, torch.Tensor]:
             f"{ckpt.path}: the run's data come from code ({cfg.data.source}); pass --data FILE"
         )
     base = saved.get("base_dir")
-    data = prepare_data(cfg, ckpt.model_info["task"], None, None, Path(base) if base else None)
+    base_dir = Path(base) if isinstance(base, str) and base else None
+    where = _recorded_data(cfg, base_dir)
+    if say is not None:
+        say(f"evaluating on the run's validation data: {where} (as the checkpoint records it)")
+    try:
+        data = prepare_data(cfg, ckpt.model_info["task"], None, None, base_dir)
+    except UserError as err:  # the checkpoint named the file: quote none of what it holds
+        kind = "not found" if "not found" in str(err) else "not data of the run's kind"
+        raise UserError(
+            f"{ckpt.path}: the run's recorded data ({where}) cannot be read again ({kind}); "
+            "pass --data FILE"
+        ) from None
     if not isinstance(data.val, tuple):
         raise UserError(f"{ckpt.path}: the run had no in-memory validation data; pass --data FILE")
     if saved.get("fingerprint", {}).get("data") is not None:
@@ -275,6 +300,20 @@ def _run_validation_data(ckpt: Checkpoint) -> tuple[torch.Tensor, torch.Tensor]:
                 "pass --data FILE"
             )
     return data.val
+
+
+def _recorded_data(cfg: Any, base_dir: Path | None) -> str:
+    """Which file (or built-in source) the saved config makes evaluation read."""
+    if cfg.data.path is None:
+        return f"the built-in source {cfg.data.source!r}"
+    paths = [cfg.data.path] + ([cfg.data.val_path] if cfg.data.val_path else [])
+    shown = []
+    for text in paths:
+        p = Path(text)
+        if not p.is_absolute() and base_dir is not None and (base_dir / p).exists():
+            p = base_dir / p
+        shown.append(str(p))
+    return " and ".join(shown)
 
 
 __all__ = [

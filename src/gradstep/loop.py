@@ -150,8 +150,8 @@ def _retry_smaller(p: LoopParts, state: TrainState, group: list[Batch], n: int) 
 def fit_loop(p: LoopParts, state: TrainState) -> None:
     """Train until ``state.epochs`` or ``state.max_steps`` is reached or a callback stops it."""
     state.model, state.optimizer = p.model, p.optimizer
-    p.callbacks.on_fit_start(state)
     try:
+        p.callbacks.on_fit_start(state)  # inside: a failing start still closes what opened
         while (state.epoch < state.epochs or state.in_epoch) and not state.should_stop:
             train_epoch(p, state)
         if not state.should_stop:

@@ -3,8 +3,10 @@
 ``global_step``, ``epochs_completed``, ``stop_reason``, ``final`` (the last epoch's metrics),
 ``best`` (``monitor``, ``value``, ``epoch``, ``step``, and the ``checkpoint`` holding those
 weights, or null when none was written), ``checkpoints`` (those on disk), ``data``, ``model``,
-``timings`` (of this process: a resumed run times its own part), ``versions``, ``command``, and
-``resumed_from`` for a resumed run.
+``timings`` (of this process: a resumed run times its own part), ``versions``, ``command``,
+``resumed_from`` for a resumed run, and ``error`` for a run an exception ended
+(``stop_reason = "error"``): its type and first line, e.g. ``"SaveError: cannot write
+runs/x/metrics.jsonl: No space left on device; the run stopped at step 123"``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gradstep.errors import first_line
 
 __version__ = "0.1.0"
 
@@ -78,7 +82,9 @@ def build_summary(
     checkpointer: Any = None,
     resumed_from: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    error: BaseException | None = None,
 ) -> dict[str, Any]:
+    """The ``summary.json`` of a run; ``error`` is the exception that ended it, if one did."""
     last = state.history[-1] if state.history else {}
     final = {k: v for k, v in last.items() if k.startswith(("train_", "val_"))}
     if checkpointer is not None:
@@ -114,5 +120,7 @@ def build_summary(
         out["checkpoint_failures"] = list(checkpointer.failures)
     if resumed_from is not None:
         out["resumed_from"] = resumed_from
+    if error is not None and not isinstance(error, KeyboardInterrupt):  # Ctrl-C: "interrupted"
+        out["error"] = f"{type(error).__name__}: {first_line(error)}"
     out.update(extra or {})
     return out

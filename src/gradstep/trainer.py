@@ -29,15 +29,15 @@ from torch import nn
 from gradstep import dist, preflight
 from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from gradstep.checkpoint.files import CheckpointError, SaveError
-from gradstep.checkpoint.resume import ResumePlan
+from gradstep.checkpoint.resume import ResumePlan, find_resume_checkpoint
 from gradstep.checkpoint.setup import checkpoint_monitor, make_checkpointer, run_fingerprint
 from gradstep.config import Config, config_from_flat, load_config, to_toml
 from gradstep.controls import Controls
 from gradstep.data import Normalizer, PreparedData, fix_targets, make_batches, prepare_data
 from gradstep.data.convert import to_data
 from gradstep.diagnose import diagnose_fit, format_verdicts
-from gradstep.errors import UserError
-from gradstep.logging.base import Sink
+from gradstep.errors import NonFiniteError, UserError
+from gradstep.logging.base import Sink, cannot_write, os_reason, target_of
 from gradstep.logging.console import ConsoleSink, print_summary
 from gradstep.logging.jsonl import JsonlSink
 from gradstep.logging.plots import write_plots_or_warn
@@ -50,6 +50,7 @@ from gradstep.optim import build_optimizer
 from gradstep.rundir import create_run_dir, write_atomic, write_json
 from gradstep.state import TrainState
 from gradstep.summary import __version__, build_summary
+from gradstep.trust import CodeTrust, trust_rule
 
 
 @dataclass
@@ -130,6 +131,9 @@ class Trainer:
         self.config = config if config is not None else config_from_flat(settings)
         self.callbacks = list(callbacks)
         self.base_dir: Path | None = None
+        # None: the config is the user's own; set by `gradstep resume`, whose config and
+        # checkpoints come from a run directory (see gradstep.trust)
+        self.code_trust: CodeTrust | None = None
         self.default_name: str | None = None
         self.model: nn.Module | None = None
         self.normalizer: Normalizer | None = None
@@ -168,8 +172,16 @@ class Trainer:
         seed_everything(cfg.run.seed)
         device = pick_device(cfg.run.device)
         task = TASK[cfg.train.loss]
-        data = prepare_data(cfg, task, train, val, self.base_dir)
-        model, model_name = self._model(cfg, model, data, task)
+        main = dist.is_main_process()
+        console = Console(quiet=not main)
+        warn = _warner(console)
+        found = None
+        if resume is not None:  # verified first: a resumed run's base_dir comes from it
+            found = find_resume_checkpoint(self._resume_target(resume, cfg, model, train), warn)
+            self._base_dir_from(found[0])
+        with trust_rule(self.code_trust):  # code the run directory names: see gradstep.trust
+            data = prepare_data(cfg, task, train, val, self.base_dir)
+            model, model_name = self._model(cfg, model, data, task)
         model.to(device)
         train_b, val_b, outputs = self._batches(cfg, data, model, model_name, task, device)
         optimizer = build_optimizer(cfg.optim, model.parameters())
@@ -179,27 +191,27 @@ class Trainer:
         if train is not None:
             cfg.data.source = "(python)"
         fingerprint = run_fingerprint(cfg, train_b.batch_size, data.train)
-        main = dist.is_main_process()
-        console = Console(quiet=not main)
-        warn = _warner(console)
         plan = None
-        if resume is not None:
-            target = Path(resume)
-            if str(resume) == "latest":
-                target = Path(cfg.run.dir) / (
-                    cfg.run.name or self._default_run_name(cfg, model_name)
-                )
-                if not target.is_dir():
-                    raise CheckpointError(f"resume='latest': no run directory {target}")
-            plan = ResumePlan.find(target, fingerprint, force, warn)
+        if found is not None:
+            plan = ResumePlan.check(found, fingerprint, force, warn, len(train_b))
             plan.load_into(model, optimizer)
             cfg.run.name = plan.run_dir.name
 
         # Everything the user can get wrong has been checked: from here on we write.
-        if plan is not None:
-            run_dir: Path | None = plan.prepare(to_toml(cfg), warn) if main else None
-        else:
-            run_dir = self._create_run_dir(cfg, model_name, data) if main else None
+        try:
+            if plan is not None:
+                run_dir: Path | None = plan.prepare(to_toml(cfg), warn) if main else None
+            else:
+                run_dir = self._create_run_dir(cfg, model_name, data) if main else None
+        except OSError as err:  # a full disk, a read-only or unwritable directory: one line
+            where: Path | str | None = target_of(err)
+            if where is None:  # a refused write names no file; config.toml is the one written
+                where = (
+                    plan.run_dir / "config.toml"
+                    if plan is not None
+                    else f"config.toml of the new run {cfg.run.name} in {cfg.run.dir}"
+                )
+            raise SaveError(cannot_write(where, err)) from err
         state = TrainState(
             epochs=cfg.train.epochs,
             batches_per_epoch=len(train_b),
@@ -278,8 +290,14 @@ class Trainer:
         if plan is not None:
             plan.reseed()  # last: nothing may draw from an RNG between this and the loop
         train_started = time.perf_counter()
+        failure: BaseException | None = None  # what ended the loop, if something did
         try:
             fit_loop(parts, state)
+        except BaseException as exc:
+            failure = exc
+            # as the loop says it; also for a failed on_fit_start, which the loop does not catch
+            state.stop_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            raise
         finally:
             train_time = time.perf_counter() - train_started
             controls.restore_best(model, self.callbacks)
@@ -299,21 +317,76 @@ class Trainer:
                 checkpointer=checkpointer,
                 resumed_from=resumed_from,
                 extra=controls.summary(state),
+                error=failure,
             )
-            verdicts = diagnose_fit(state.history, summary, cfg.model_dump(), run_dir, warn)
+            # a log file that could not be written may end in half a line: diagnose from memory
+            logs = None if isinstance(failure, SaveError) else run_dir
+            verdicts = diagnose_fit(state.history, summary, cfg.model_dump(), logs, warn)
             summary["diagnosis"] = [v.to_dict() for v in verdicts]
+            unsaved = None  # why summary.json could not be written (the disk said)
             if run_dir is not None:
-                write_json(run_dir / "summary.json", summary)
-        if run_dir is not None and cfg.log.plots and state.history:
-            write_plots_or_warn(run_dir, warn)
+                try:
+                    write_json(run_dir / "summary.json", summary)
+                except OSError as err:
+                    unsaved = os_reason(err)
+            if failure is not None and unsaved is not None:
+                also = f"; summary.json not written either ({unsaved})"
+                if isinstance(failure, SaveError | NonFiniteError):  # the cause, said first
+                    raise type(failure)(f"{failure}{also}") from failure
+                warn(f"cannot write {run_dir / 'summary.json'}: {unsaved}")  # then the error
+        if run_dir is not None and cfg.log.plots and state.history and unsaved is None:
+            write_plots_or_warn(run_dir, warn)  # (not on a disk that just refused the summary)
         print_summary(console, summary, str(run_dir) if run_dir else "(none)")
         if verdicts and cfg.log.diagnose:
             console.print(format_verdicts(verdicts), markup=False, highlight=False, soft_wrap=True)
-        if checkpointer is not None and checkpointer.failures:
-            if cfg.checkpoint.on_save_error == "stop":
-                raise SaveError(checkpointer.failures[-1] + "; the run stopped")
-        controls.raise_if_nonfinite()
+        try:
+            if checkpointer is not None and checkpointer.failures:
+                if cfg.checkpoint.on_save_error == "stop":
+                    raise SaveError(checkpointer.failures[-1] + "; the run stopped")
+            controls.raise_if_nonfinite()
+        except (SaveError, NonFiniteError) as err:  # what stopped the run, then the summary
+            if unsaved is None:
+                raise
+            raise type(err)(f"{err}; summary.json not written either ({unsaved})") from err
+        if unsaved is not None:
+            raise SaveError(
+                f"cannot write {run_dir / 'summary.json'}: {unsaved}; the run itself ended "
+                f"({state.stop_reason}, step {state.global_step})"
+            )
         return FitResult(model, state.history, summary, run_dir, cfg)
+
+    def _resume_target(self, resume: str | Path, cfg: Config, model: Any, train: Any) -> Path:
+        """The run directory or checkpoint ``resume`` names; ``"latest"``: the run directory
+        this trainer's name points at (the name a new run would have been given)."""
+        if str(resume) != "latest":
+            return Path(resume)
+        if cfg.run.name is not None:
+            name = cfg.run.name
+        elif isinstance(model, nn.Module):
+            name = self.default_name or f"{type(model).__name__.lower()}-" + (
+                "data" if train is not None else cfg.data.source.rpartition(":")[2]
+            )
+        else:
+            label = (model if isinstance(model, str) else cfg.model.name).rpartition(":")[2]
+            source = "data" if train is not None else cfg.data.source.rpartition(":")[2]
+            name = self.default_name or f"{label.lower()}-{source}"
+        target = Path(cfg.run.dir) / name
+        if not target.is_dir():
+            raise CheckpointError(f"resume='latest': no run directory {target}")
+        return target
+
+    def _base_dir_from(self, ckpt: Any) -> None:
+        """Under a trust rule (``gradstep resume``), relative paths and model files are found
+        from the ``base_dir`` the verified checkpoint records — never from a file that did not
+        verify — and that folder may not lie inside a run directory."""
+        if self.code_trust is None:
+            return
+        base = ckpt.model_info.get("base_dir") if ckpt is not None else None
+        if base is not None and not isinstance(base, str):
+            raise CheckpointError(f"{ckpt.path}/model.json: base_dir is not a path")
+        self.base_dir = Path(base) if base else None
+        if self.base_dir is not None:
+            self.code_trust.check_dir(self.base_dir, "base_dir")
 
     def _model(
         self, cfg: Config, model: nn.Module | str | None, data: PreparedData, task: str

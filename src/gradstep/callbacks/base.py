@@ -94,5 +94,13 @@ class CallbackList:
         self._call("on_fit_end", state)
 
     def on_exception(self, state: TrainState, exc: BaseException) -> None:
+        """Every callback's hook runs, even after one of them raised (the checkpoint writer
+        must be closed whatever a logger did); the first such error is raised at the end."""
+        first: BaseException | None = None
         for fn in self._hooks["on_exception"]:
-            fn(state, exc)
+            try:
+                fn(state, exc)
+            except Exception as err:
+                first = first or err
+        if first is not None:
+            raise first

@@ -10,6 +10,14 @@ Records (also the lines of ``metrics.jsonl``):
   each epoch's end — the same dict that ``FitResult.history`` holds.
 
 Epochs and steps are 1-based: ``"step": 363`` is the 363rd optimizer step.
+
+A sink that cannot write (``metrics.jsonl`` or the TensorBoard file on a full disk, a read-only
+or unwritable run directory) stops the run with one
+:class:`~gradstep.checkpoint.files.SaveError` naming the file and the step:
+``cannot write runs/x/metrics.jsonl: No space left on device; the run stopped at step 123``.
+It is raised, not a ``state.stop()``: the step's checkpoint (taken after this callback) must not
+be written, since it would count log lines that are not (or half) on disk; the newest checkpoint
+before it is where a resume continues, and the trainer still writes ``summary.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gradstep.callbacks.base import Callback
-from gradstep.logging.base import Sink
+from gradstep.checkpoint.files import SaveError
+from gradstep.logging.base import Sink, cannot_write
 from gradstep.state import TrainState
 
 
@@ -30,11 +39,32 @@ class MetricsLogger(Callback):
 
     def _write(self, record: dict) -> None:
         for sink in self.sinks:
-            sink.write(record)
+            try:
+                sink.write(record)
+            except OSError as err:
+                raise self._failed(sink, err, record["step"]) from err
+
+    def _failed(self, sink: Sink, err: OSError, step: int) -> SaveError:
+        """The one-line error for a sink that could not write, naming its file."""
+        where = err.filename or type(sink).__name__
+        return SaveError(f"{cannot_write(where, err)}; the run stopped at step {step}")
+
+    def _close_quietly(self) -> None:
+        """Close every sink, raising nothing: an error is already on its way out."""
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except OSError:
+                pass
 
     def on_fit_start(self, state: TrainState) -> None:
         for sink in self.sinks:
-            sink.open(state)
+            try:
+                sink.open(state)
+            except OSError as err:
+                # the loop calls on_exception only once it has started: close what is open here
+                self._close_quietly()
+                raise self._failed(sink, err, state.global_step) from err
 
     def on_step_end(self, state: TrainState) -> None:
         if state.step_in_epoch % self.log_every:
@@ -69,8 +99,10 @@ class MetricsLogger(Callback):
 
     def on_fit_end(self, state: TrainState) -> None:
         for sink in self.sinks:
-            sink.close()
+            try:
+                sink.close()  # a file system may report a refused write only here
+            except OSError as err:
+                raise self._failed(sink, err, state.global_step) from err
 
     def on_exception(self, state: TrainState, exc: BaseException) -> None:
-        for sink in self.sinks:
-            sink.close()
+        self._close_quietly()  # never a second error over the one that brought us here

@@ -63,7 +63,45 @@ def load_optimizer_state(
                 for k, v in saved.items()
             }
         )
+    check_optimizer_tensors(opt, state)
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+# per-parameter state each optimizer's step() reads, shaped like its parameter
+_PER_PARAM = {
+    "SGD": ("momentum_buffer",),
+    "Adam": ("exp_avg", "exp_avg_sq"),
+    "AdamW": ("exp_avg", "exp_avg_sq"),
+    "RMSprop": ("square_avg",),
+}
+_SHAPED = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "grad_avg")
+
+
+def check_optimizer_tensors(opt: torch.optim.Optimizer, state: dict[int, dict[str, Any]]) -> None:
+    """Refuse (``ValueError``) optimizer state that would fail only at the next ``step()``,
+    after a resume has already changed the run directory: a parameter index that does not
+    exist, a buffer of another shape or dtype than its parameter, one the optimizer needs
+    missing (Adam's ``exp_avg`` for a parameter it has stepped)."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    needed = _PER_PARAM.get(type(opt).__name__, ())
+    for pid, values in state.items():
+        if not 0 <= pid < len(params):
+            raise ValueError(f"state for parameter {pid}, the optimizer has {len(params)}")
+        param = params[pid]
+        for name in needed:
+            if name == "momentum_buffer" and values.get(name) is None:
+                continue  # SGD without momentum keeps none
+            if name not in values:
+                raise ValueError(f"parameter {pid}: no {name!r}")
+        for name, t in values.items():
+            if name in _SHAPED and isinstance(t, torch.Tensor):
+                if t.shape != param.shape or t.dtype != param.dtype:
+                    raise ValueError(
+                        f"parameter {pid}: {name} is {t.dtype} {tuple(t.shape)}, the parameter "
+                        f"{param.dtype} {tuple(param.shape)}"
+                    )
+            if name == "step" and isinstance(t, torch.Tensor) and t.numel() != 1:
+                raise ValueError(f"parameter {pid}: step has {t.numel()} values")
 
 
 def _b64(t: torch.Tensor) -> str:

@@ -67,6 +67,55 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+_READ = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_plain(path: Path) -> int:
+    """A read-only descriptor of ``path``, which must be a plain file of the checkpoint itself:
+    a symlink (``state.json`` -> ``/etc/passwd``, or into another run) is never followed, and a
+    FIFO or device never opened for reading. :class:`CheckpointError` otherwise."""
+    try:
+        fd = os.open(path, _READ)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise CheckpointError(f"{path}: a symlink; a checkpoint's files are its own") from None
+        if err.errno == errno.ENOENT:
+            raise CheckpointError(f"{path}: missing") from None
+        raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path}: not a plain file")
+    return fd
+
+
+def read_plain(path: Path) -> bytes:
+    """The bytes of the plain file ``path`` (see :func:`open_plain`)."""
+    fd = open_plain(path)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+
+
+def _sha256_plain(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of the plain file ``path``, read through one no-follow descriptor."""
+    fd = open_plain(path)
+    h = hashlib.sha256()
+    try:
+        size = os.fstat(fd).st_size
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)  # hashlib releases the GIL on large buffers
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    return size, h.hexdigest()
+
+
 def _load_syncfs() -> Callable[[int], int] | None:
     """Linux's ``syncfs(2)``: flush one filesystem, every file and directory on it, at once."""
     if not sys.platform.startswith("linux"):
@@ -314,14 +363,13 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """``manifest.json`` of the checkpoint at ``path``, refused (:class:`CheckpointError`)
     unless it parses, is gradstep's, of a version this reads, lists files, and — when it
     carries one (all but the earliest do) — matches its own SHA-256."""
-    try:
-        raw = (path / MANIFEST).read_bytes()
-        manifest = json.loads(raw)
-    except FileNotFoundError:
+    if not os.path.lexists(path / MANIFEST):
         refuse_non_checkpoint(path)
-        raise  # unreachable: refuse_non_checkpoint raises
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path / MANIFEST}: unreadable manifest: {err}") from None
+    raw = read_plain(path / MANIFEST)
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError) as err:  # RecursionError: brackets nested too deep
+        raise CheckpointError(f"{path / MANIFEST}: unreadable manifest: {_why(err)}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path / MANIFEST}: not a gradstep checkpoint manifest")
     if SELF_CHECK in manifest:
@@ -341,7 +389,17 @@ def read_manifest(path: Path) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
         raise CheckpointError(f"{path / MANIFEST}: no valid file list")
+    step = manifest.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path / MANIFEST}: step {step!r} is not a count of steps")
     return manifest
+
+
+def _why(err: BaseException) -> str:
+    """One line about a parse error (a RecursionError's text says nothing useful)."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def verify(path: Path) -> dict[str, Any]:
@@ -359,15 +417,13 @@ def verify(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: its manifest is step {saved}'s")
     for name, entry in manifest["files"].items():
         f = path / name
-        if Path(name).name != name or not f.is_file():
+        if Path(name).name != name or name in (".", "..", MANIFEST):
+            raise CheckpointError(f"{path / MANIFEST}: lists {name!r}, not a file of its own")
+        if not os.path.lexists(f):
             raise CheckpointError(f"{f}: missing (listed in the manifest)")
-        size = f.stat().st_size
+        size, digest = _sha256_plain(f)  # a symlink or a FIFO is refused, never followed
         if size != entry.get("bytes"):
             raise CheckpointError(f"{f}: {size} bytes, the manifest says {entry.get('bytes')}")
-        try:
-            digest = sha256_file(f)
-        except OSError as err:
-            raise CheckpointError(f"{f}: cannot read: {err.strerror or err}") from None
         if digest != entry.get("sha256"):
             raise CheckpointError(f"{f}: SHA-256 does not match the manifest (corrupt or changed)")
     return manifest
@@ -388,10 +444,7 @@ def check_finite(tensors: dict[str, torch.Tensor], path: Path, allow_inf: Any = 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file, refusing a malformed file (by name); values unchecked
     (see :func:`check_finite`)."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
+    data = read_plain(path)
     if len(data) < 8:
         raise CheckpointError(f"{path}: malformed safetensors file (truncated header)")
     header_len = int.from_bytes(data[:8], "little")
@@ -408,10 +461,13 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from the plain file ``path`` (no symlink followed); anything else — not
+    UTF-8, not JSON, nested too deep, not an object — is a :class:`CheckpointError`."""
+    raw = read_plain(path)
     try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable JSON: {err}") from None
+        obj = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as err:
+        raise CheckpointError(f"{path}: unreadable JSON: {_why(err)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return obj

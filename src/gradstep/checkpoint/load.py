@@ -15,6 +15,8 @@ custom model's code is imported only from a folder the user names (:func:`build_
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from torch import nn
 
 from gradstep.checkpoint.files import (
     MANIFEST,
+    STEP_DIR,
     CheckpointError,
     check_finite,
     read_json,
@@ -34,10 +37,15 @@ from gradstep.checkpoint.files import (
 from gradstep.checkpoint.writer import step_dirs
 from gradstep.errors import UserError
 
+Warn = Callable[[str], None]
+
 
 @dataclass
 class Checkpoint:
-    """A verified checkpoint: its path, manifest, ``model.json`` and (on demand) the rest."""
+    """A verified checkpoint: its path, manifest, ``model.json`` and (on demand) the rest.
+
+    Every file is read through :meth:`read_file`: only files its manifest lists, never
+    through a symlink (see :func:`~gradstep.checkpoint.files.open_plain`)."""
 
     path: Path
     manifest: dict[str, Any]
@@ -47,14 +55,23 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.manifest.get("step", 0))
 
+    def has(self, name: str) -> bool:
+        return name in self.manifest["files"]
+
+    def listed(self, name: str) -> Path:
+        """``path / name``, which the manifest must list: an unlisted file is never read."""
+        if not self.has(name):
+            raise CheckpointError(f"{self.path}: {name} is not listed in its manifest")
+        return self.path / name
+
     def model_tensors(self) -> dict[str, torch.Tensor]:
-        return read_tensors(self.path / "model.safetensors")
+        return read_tensors(self.listed("model.safetensors"))
 
     def optimizer_tensors(self) -> dict[str, torch.Tensor]:
-        return read_tensors(self.path / "optimizer.safetensors")
+        return read_tensors(self.listed("optimizer.safetensors"))
 
     def state(self) -> dict[str, Any]:
-        return read_json(self.path / "state.json")
+        return read_json(self.listed("state.json"))
 
     @property
     def run_dir(self) -> Path | None:
@@ -63,63 +80,142 @@ class Checkpoint:
         return run if (run / "config.toml").is_file() else None
 
 
-def resolve(path: str | Path) -> Path:
-    """The checkpoint directory ``path`` names (see the module docstring), unverified."""
+def _in_folder(link: Path, folder: Path) -> bool:
+    """True when ``link`` (``best`` / ``latest``) resolves to a step directory of ``folder``
+    itself: a link that leads out of its run (into another run, anywhere) is not honoured."""
+    try:
+        real = link.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, a loop, unreadable
+        return False
+    return real.parent == folder.resolve() and STEP_DIR.match(real.name) is not None
+
+
+def _own_folder(run: Path, folder: Path) -> bool:
+    """``run/checkpoints`` is the run's own folder, not a symlink to another run's."""
+    return folder == run or folder.resolve() == run.resolve() / folder.name
+
+
+def candidates(path: str | Path, warn: Warn | None = None) -> tuple[list[Path], bool]:
+    """The checkpoints ``path`` names, best first, and whether it names exactly one.
+
+    A checkpoint directory (or a ``best`` / ``latest`` link that stays in its run) is the one;
+    a run directory (or its ``checkpoints`` folder) gives ``best``, ``latest``, then every
+    ``step-N`` directory newest first (by step number), so that a caller can fall back past
+    one that does not verify. Links that lead out of the run are ignored, with a warning."""
     p = Path(path)
-    if (p / MANIFEST).is_file():
-        return p
+    if p.name in ("best", "latest") and os.path.islink(p):
+        if not _in_folder(p, p.parent):
+            raise CheckpointError(f"{p}: does not point at a checkpoint of its own run")
+        return [p], True
+    if os.path.lexists(p / MANIFEST):
+        return [p], True
     for folder in (p / "checkpoints", p):
-        for link in ("best", "latest"):
-            if (folder / link / MANIFEST).is_file():
-                return folder / link
-        dirs = step_dirs(folder)
-        if dirs:
-            return dirs[-1][1]
+        try:
+            if not folder.is_dir() or not _own_folder(p, folder):
+                continue
+            found: list[Path] = []
+            for link in ("best", "latest"):
+                if os.path.lexists(folder / link):
+                    if _in_folder(folder / link, folder):
+                        found.append(folder / link)
+                    elif warn is not None:
+                        warn(f"{folder / link} does not point at a checkpoint of this run: ignored")
+            steps = [d for _, d in reversed(step_dirs(folder))]
+        except OSError as err:
+            raise CheckpointError(f"{folder}: cannot read: {err.strerror or err}") from None
+        if found or steps:
+            real = {q.resolve() for q in found}
+            return found + [d for d in steps if d.resolve() not in real], False
     if p.is_dir() and (p / "config.toml").is_file():
         raise CheckpointError(f"{p}: a run directory without checkpoints")
     refuse_non_checkpoint(p)
     raise AssertionError("unreachable")  # refuse_non_checkpoint raises
 
 
-def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Resolve ``path``, verify the manifest, and read ``model.json``."""
-    p = resolve(path)
+def resolve(path: str | Path) -> Path:
+    """The checkpoint directory ``path`` names first (see :func:`candidates`), unverified."""
+    return candidates(path)[0][0]
+
+
+def failure(err: BaseException) -> str:
+    """One line for any failure to read one checkpoint (a crafted file may fail in any way)."""
+    if isinstance(err, CheckpointError):
+        return str(err)
+    if isinstance(err, RecursionError):
+        return "nested too deeply to read"
+    if isinstance(err, OSError):
+        return f"cannot read: {err.strerror or err}"
+    return f"unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+
+
+def _open_one(p: Path) -> Checkpoint:
     manifest = verify(p)
-    return Checkpoint(p, manifest, read_json(p / "model.json"))
+    ckpt = Checkpoint(p, manifest, {})
+    ckpt.model_info = read_json(ckpt.listed("model.json"))
+    return ckpt
+
+
+def open_checkpoint(path: str | Path, warn: Warn | None = None) -> Checkpoint:
+    """Resolve ``path``, verify the manifest, and read ``model.json``.
+
+    For a run directory, a checkpoint that cannot be used — it does not verify, cannot be read
+    (permissions), or fails to parse in any way — is skipped with a ``warn`` line and the next
+    is tried (``best``, ``latest``, then the newest step first); one named checkpoint is
+    that one or a :class:`CheckpointError`. Never a traceback for a bad file."""
+    found, one = candidates(path, warn)
+    first = None
+    for p in found:
+        try:
+            return _open_one(p)
+        except Exception as err:  # any failure of one checkpoint: skip it (see failure())
+            line = failure(err)
+            if one:
+                raise CheckpointError(line) from None
+            first = first or line
+            if warn is not None:
+                warn(f"skipped checkpoint {p.name}: {line}")
+    raise CheckpointError(f"{path}: no checkpoint verifies ({first})")
 
 
 def newest_good(directory: Path) -> tuple[Checkpoint | None, list[str]]:
-    """The newest checkpoint in ``directory`` that verifies, and a line for each one skipped."""
+    """The newest checkpoint in ``directory`` that verifies, and a line for each one skipped
+    (one that fails in any way is skipped: corrupt, unreadable, crafted)."""
     skipped: list[str] = []
     for _, p in reversed(step_dirs(directory)):
         try:
-            ckpt = open_checkpoint(p)
+            ckpt = _open_one(p)
             for name in ("model", "optimizer"):  # parses, and holds no NaN
                 tensors = getattr(ckpt, f"{name}_tensors")()
                 check_finite(tensors, p / f"{name}.safetensors", allow_inf=tensors.keys())
             saved, step = ckpt.state().get("step"), ckpt.manifest.get("step")
             if isinstance(step, int) and saved != step:  # files of two checkpoints mixed
                 raise CheckpointError(f"{p}: state.json is step {saved}'s, the manifest {step}'s")
+            from gradstep.checkpoint.schema import check_state
+
+            check_state(ckpt.state(), p)  # a crafted state.json is skipped like a corrupt one
             return ckpt, skipped
-        except CheckpointError as err:
-            skipped.append(f"skipped checkpoint {p.name}: {err}")
+        except Exception as err:  # any failure of one checkpoint: skip it (see failure())
+            skipped.append(f"skipped checkpoint {p.name}: {failure(err)}")
     return None, skipped
 
 
 def build_model_from(
-    info: dict[str, Any], code_dir: str | Path | None = None, checkpoint: Path | None = None
+    info: dict[str, Any],
+    code_dir: str | Path | None = None,
+    checkpoint: Path | None = None,
+    trust_code: bool = False,
 ) -> nn.Module:
     """Construct the model ``model.json`` describes, with its saved constructor arguments.
 
-    A zoo name or an installed ``package.module:Class`` is imported as usual. A
-    ``"file.py:Class"`` model's file is looked up relative to ``code_dir`` (default: the working
-    directory) — never where the checkpoint says, never inside the checkpoint, never at an
-    absolute path it names — so a checkpoint from elsewhere cannot make gradstep run code it
-    carries or points at. (``gradstep resume`` is different: like ``fit``, it runs the run's
-    config.)
+    The checkpoint's name is subject to the trust rule (:mod:`gradstep.trust`): a zoo model;
+    a ``"file.py:Class"`` looked up in ``code_dir`` (default: the working directory) whose real
+    path lies inside it and outside every run and checkpoint — never where the checkpoint
+    says (``base_dir`` is not used), never inside it, never at an absolute path it names; a
+    ``package.module:Class`` only if your process has imported that module already, or with
+    ``trust_code=True``. Refused names are refused before anything is imported.
     """
-    from gradstep.importing import is_import_spec
     from gradstep.models import build_model
+    from gradstep.trust import CodeTrust, trust_rule
 
     name = info.get("name")
     if not isinstance(name, str):
@@ -129,45 +225,56 @@ def build_model_from(
             f"the model class {name!r} was defined in a script, so it cannot be found again; "
             "build it yourself and pass it: gs.load_model(path, model=MyNet(...))"
         )
-    base = Path(code_dir) if code_dir is not None else Path.cwd()
-    if is_import_spec(name) and name.rpartition(":")[0].endswith(".py"):
-        file = Path(name.rpartition(":")[0])
-        where = (base / file).resolve()
-        inside = checkpoint is not None and where.is_relative_to(checkpoint.resolve())
-        if file.is_absolute() or inside:
-            raise CheckpointError(
-                f"model {name!r}: gradstep imports a model's code only from the folder you name "
-                "(--code-dir, or load_model(..., code_dir=)), not from a path a checkpoint gives"
-            )
-        if not where.is_file():
-            raise CheckpointError(
-                f"model {name!r}: {file} not found in {base}; pass the folder that holds it "
-                "(--code-dir DIR, or load_model(..., code_dir=DIR))"
-            )
+    args = info.get("args", {})
+    if not isinstance(args, dict):
+        raise CheckpointError("model.json: args is not an object")
+    run = None
+    if checkpoint is not None:
+        real = checkpoint.resolve()
+        run = real.parent.parent if real.parent.name == "checkpoints" else real
+    rule = CodeTrust.make(code_dir, trust_code, (checkpoint, run))
+    target = name.rpartition(":")[0]
+    if target.endswith(".py") and not (rule.code_dir / target).is_file() and not trust_code:
+        raise CheckpointError(
+            f"model {name!r}: {target} not found in {rule.code_dir}; pass the folder that holds "
+            "it (--code-dir DIR, or load_model(..., code_dir=DIR))"
+        )
     try:
-        model, _ = build_model(name, dict(info.get("args", {})), None, base)
+        with trust_rule(rule):
+            model, _ = build_model(name, dict(args), None, rule.code_dir)
     except UserError as err:
         raise CheckpointError(f"cannot rebuild the checkpoint's model: {err}") from None
     return model
 
 
-def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path | str) -> None:
-    """``model.load_state_dict(tensors)``, or a :class:`CheckpointError` naming the tensors that
-    are missing, unexpected or of another shape (``where`` names the file)."""
-    own = model.state_dict()
+def weights_mismatch(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``tensors`` from being ``own``'s values — tensors missing, unexpected, of
+    another shape or of another dtype (refused, not cast: a cast would hide a checkpoint of
+    another model) — or None when they fit."""
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]
     shapes = [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{k} is {tuple(tensors[k].shape)} there, {tuple(own[k].shape)} here")
-        raise CheckpointError(f"{where}: weights do not fit the model: {'; '.join(parts)}")
+    dtypes = [k for k in own if k in tensors and own[k].dtype != tensors[k].dtype]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:3])}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:3])}")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{k} is {tuple(tensors[k].shape)} there, {tuple(own[k].shape)} here")
+    if dtypes:
+        k = dtypes[0]
+        parts.append(f"{k} is {tensors[k].dtype} there, {own[k].dtype} here")
+    return "; ".join(parts) or None
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path | str) -> None:
+    """``model.load_state_dict(tensors)``, or a :class:`CheckpointError` naming the tensors that
+    are missing, unexpected, or of another shape or dtype (``where`` names the file)."""
+    why = weights_mismatch(model.state_dict(), tensors)
+    if why is not None:
+        raise CheckpointError(f"{where}: weights do not fit the model: {why}")
     model.load_state_dict(tensors)
 
 
@@ -187,15 +294,20 @@ def load_model(
     model: nn.Module | None = None,
     device: str | torch.device = "cpu",
     code_dir: str | Path | None = None,
+    trust_code: bool = False,
 ) -> nn.Module:
     """Rebuild the model a checkpoint saved and load its weights, in eval mode.
 
     Args:
-        path: a checkpoint, ``best`` / ``latest``, or a run directory (its best checkpoint).
+        path: a checkpoint, ``best`` / ``latest``, or a run directory (its best checkpoint;
+            one that does not verify is skipped with a warning).
         model: an instance to load into instead of rebuilding (for classes defined in a script).
         device: where to put it.
         code_dir: the folder holding a ``"file.py:Class"`` model's file (default: the working
             directory; see :func:`build_model_from`).
+        trust_code: import whatever module or file the checkpoint names. Only for checkpoints
+            you trust as you trust code: a checkpoint is otherwise data, and what it names is
+            imported only under the rule in :mod:`gradstep.trust`.
 
     Example::
 
@@ -204,18 +316,28 @@ def load_model(
 
     Never unpickles: weights come from ``model.safetensors`` after the manifest verifies.
     """
-    ckpt = open_checkpoint(path)
+    ckpt = open_checkpoint(path, _python_warning)
     if model is None:
-        model = build_model_from(ckpt.model_info, code_dir, ckpt.path)
+        model = build_model_from(ckpt.model_info, code_dir, ckpt.path, trust_code)
     load_weights(model, ckpt)
     return model.to(device).eval()
 
 
+def _python_warning(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
 def load_for_inference(
-    path: str | Path, device: str = "cpu", code_dir: str | Path | None = None
+    path: str | Path,
+    device: str = "cpu",
+    code_dir: str | Path | None = None,
+    trust_code: bool = False,
+    warn: Warn | None = None,
 ) -> tuple[Checkpoint, nn.Module]:
     """The verified checkpoint and its rebuilt model with the weights, in eval mode."""
-    ckpt = open_checkpoint(path)
-    model = build_model_from(ckpt.model_info, code_dir, ckpt.path)
+    ckpt = open_checkpoint(path, warn)
+    model = build_model_from(ckpt.model_info, code_dir, ckpt.path, trust_code)
     load_weights(model, ckpt)
     return ckpt, model.to(device).eval()

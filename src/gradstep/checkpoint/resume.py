@@ -74,10 +74,17 @@ def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint | None, 
     run_dir = target
     if (target / "manifest.json").is_file() or target.name in ("best", "latest"):
         ckpt = open_checkpoint(target)
+        from gradstep.checkpoint.schema import check_state
+
+        check_state(ckpt.state(), ckpt.path)  # before anything on disk changes
         folder = ckpt.path.resolve().parent
         run_dir = folder.parent
-        if folder.name == "checkpoints":
-            remove_stale_tmp(folder)  # a killed run's half-written or spare directories
+        if folder.name != "checkpoints" or not (run_dir / "config.toml").is_file():
+            raise CheckpointError(
+                f"{target}: not a checkpoint inside a run directory (RUN/checkpoints/step-N); "
+                "resume continues a run in its own directory"
+            )
+        remove_stale_tmp(folder)  # a killed run's half-written or spare directories
     else:
         if not (target / "config.toml").is_file():
             if not target.exists():
@@ -85,6 +92,8 @@ def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint | None, 
             open_checkpoint(target)  # a pickle or stray file gets its clear refusal here
             raise CheckpointError(f"{target}: not a run directory (no config.toml)")
         folder = target / "checkpoints"
+        if folder.is_symlink():  # the run's own checkpoints, never another run's
+            raise CheckpointError(f"{folder}: a symlink; a run's checkpoints are its own")
         remove_stale_tmp(folder)
         found, skipped = newest_good(folder)
         for line in skipped:
@@ -200,7 +209,21 @@ class ResumePlan:
 
     @classmethod
     def find(cls, target: Path, fingerprint: dict[str, Any], force: bool, warn: Any) -> ResumePlan:
-        ckpt, run_dir = find_resume_checkpoint(target, warn)
+        return cls.check(find_resume_checkpoint(target, warn), fingerprint, force, warn)
+
+    @classmethod
+    def check(
+        cls,
+        found: tuple[Checkpoint | None, Path],
+        fingerprint: dict[str, Any],
+        force: bool,
+        warn: Any,
+        batches_per_epoch: int | None = None,
+    ) -> ResumePlan:
+        """The plan for what :func:`find_resume_checkpoint` found, refused when the checkpoint
+        was written by a different run (unless ``force``) or its position lies beyond this
+        run's epoch (``batches_per_epoch``)."""
+        ckpt, run_dir = found
         if ckpt is None:
             warn(
                 f"{run_dir}: no checkpoint that verifies (killed before its first was written?); "
@@ -208,6 +231,10 @@ class ResumePlan:
             )
             return cls(None, run_dir, {"metrics_bytes": 0})
         saved = ckpt.state()
+        if batches_per_epoch is not None:
+            from gradstep.checkpoint.schema import check_state
+
+            check_state(saved, ckpt.path, batches_per_epoch=batches_per_epoch)
         differences = describe_differences(saved.get("fingerprint", {}), fingerprint)
         if differences and not force:
             raise CheckpointError(
@@ -217,9 +244,25 @@ class ResumePlan:
         return cls(ckpt, run_dir, saved)
 
     def load_into(self, model: torch.nn.Module, optimizer: Any) -> None:
-        """Weights and optimizer state (see :func:`load_into`); call before :meth:`prepare`."""
-        if self.ckpt is not None:
-            load_into(self.ckpt, self.saved, model, optimizer)
+        """Weights and optimizer state (see :func:`load_into`), and a check that the weights
+        callbacks keep (early stopping's best) fit the model; call before :meth:`prepare`."""
+        if self.ckpt is None:
+            return
+        load_into(self.ckpt, self.saved, model, optimizer)
+        if self.ckpt.has("callbacks.safetensors"):
+            from gradstep.checkpoint.load import weights_mismatch
+
+            where = self.ckpt.listed("callbacks.safetensors")
+            own = model.state_dict()
+            kept: dict[str, dict[str, torch.Tensor]] = {}
+            for key, t in read_tensors(where).items():
+                owner, _, name = key.partition("/")
+                kept.setdefault(owner, {})[name] = t
+            for owner, tensors in kept.items():
+                if owner.partition("#")[0] == "EarlyStopping":
+                    why = weights_mismatch(own, tensors)
+                    if why is not None:
+                        raise CheckpointError(f"{where}: {owner}'s best weights: {why}")
 
     def prepare(self, config_toml: str, warn: Any) -> Path:
         """Set the run directory up for the continued run; return it."""
@@ -236,8 +279,8 @@ class ResumePlan:
         ``resumed_from`` record for ``summary.json``."""
         if self.ckpt is None:
             return {"checkpoint": None, "step": 0}
-        extra = self.ckpt.path / "callbacks.safetensors"
-        tensors = read_tensors(extra) if extra.is_file() else None
+        has = self.ckpt.has("callbacks.safetensors")
+        tensors = read_tensors(self.ckpt.listed("callbacks.safetensors")) if has else None
         restore(self.saved, tensor_states=tensors, **parts)
         if checkpointer is not None:
             relink(self.ckpt, checkpointer.best_name)

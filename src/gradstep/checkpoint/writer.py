@@ -50,6 +50,12 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def step_of(name: str) -> int:
+    """The step number of a ``step-NNNNNN`` name (order checkpoints by this, never by name)."""
+    m = STEP_DIR.match(name)
+    return int(m.group(1)) if m else -1
+
+
 @dataclass
 class Job:
     """One checkpoint to write: its files' bytes, manifest extras, whether it is the new best."""
@@ -120,7 +126,13 @@ class CheckpointWriter:
     def _write(self, job: Job) -> Outcome:
         spare, self._spare = self._spare, None
         try:
-            path = write_checkpoint_dir(self.directory / job.name, job.files, job.meta, spare)
+            final = self.directory / job.name
+            try:
+                path = write_checkpoint_dir(final, job.files, job.meta, spare)
+            except SaveError:
+                if spare is None:
+                    raise
+                path = write_checkpoint_dir(final, job.files, job.meta)  # a fresh directory
             point(self.directory, "latest", job.name)
             if job.best:
                 point(self.directory, "best", job.name)
@@ -144,12 +156,18 @@ class CheckpointWriter:
                 shutil.rmtree(p, ignore_errors=True)
         elif written not in self._dirs:
             self._dirs.append(written)
-        self._dirs.sort()  # step-NNNNNN: name order is step order
+        # by step number: as names, step-1000000 would sort before step-999999 (a run at batch
+        # 1 on MNIST passes a million steps), and pruning would delete the newest checkpoints
+        self._dirs.sort(key=step_of)
         excess = max(0, len(self._dirs) - self.keep)
         for name in self._dirs[:excess]:
             if name == self._best:
                 continue
             path = os.path.join(self.directory, name)
+            try:
+                os.listdir(path)
+            except OSError:  # unreadable (permissions, I/O): not ours to recycle or delete
+                continue
             if self._spare is None:  # kept, hidden, for the next checkpoint to write into
                 spare = self.directory / f"{TMP_PREFIX}spare-{name}"
                 try:

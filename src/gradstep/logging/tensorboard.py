@@ -17,6 +17,9 @@ the files back with TensorBoard's own reader.
 A resumed run starts a new event file with a ``SessionLog.START`` at the first step it runs,
 which tells TensorBoard to drop the older files' events from that step on (the same cut
 ``metrics.jsonl`` gets), so curves never show a step twice.
+
+A write the disk refuses raises its ``OSError`` naming the event file, and leaves the sink closed
+(see :mod:`gradstep.logging.base`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from gradstep.logging.base import Sink
+from gradstep.logging.base import Sink, drop_file, name_file
 
 
 def _crc32c_table() -> list[int]:
@@ -109,6 +112,7 @@ class TensorBoardSink(Sink):
     def __init__(self, run_dir: Path, resumed_step: int | None = None) -> None:
         self.run_dir = run_dir
         self.resumed_step = resumed_step
+        self.path: Path | None = None  # the event file, once open
         self._f: IO[bytes] | None = None
 
     def open(self, state: Any) -> None:
@@ -119,13 +123,14 @@ class TensorBoardSink(Sink):
         while path.exists():  # two fits in one second and process
             n += 1
             path = self.run_dir / f"{name}{n}"
+        self.path = path
         self._f = path.open("ab")
-        self._f.write(_record(_event(0, wall_time=stamp, file_version=b"brain.Event:2")))
+        data = _record(_event(0, wall_time=stamp, file_version=b"brain.Event:2"))
         if self.resumed_step is not None:
             start = b"\x08\x01"  # SessionLog { status: START }
             # TensorBoard drops what older files hold from this step on
-            self._f.write(_record(_event(self.resumed_step + 1, session_log=start)))
-        self._f.flush()
+            data += _record(_event(self.resumed_step + 1, session_log=start))
+        self._put(data)
 
     def _scalars(self, record: dict[str, Any]) -> dict[str, float]:
         kind = record["kind"]
@@ -150,12 +155,27 @@ class TensorBoardSink(Sink):
             return
         scalars = self._scalars(record)
         if scalars:
-            self._f.write(_record(_event(int(record["step"]), summary=_summary(scalars))))
-            # on disk at once, like metrics.jsonl: a killed run keeps every event it logged
-            # before its checkpoint (the resume drops only what came after)
+            self._put(_record(_event(int(record["step"]), summary=_summary(scalars))))
+
+    def _put(self, data: bytes) -> None:
+        """Write and flush: on disk at once, like ``metrics.jsonl``, so a killed run keeps every
+        event it logged before its checkpoint (the resume drops only what came after), and a
+        full disk is found at the record it refused."""
+        assert self._f is not None and self.path is not None
+        try:
+            self._f.write(data)
             self._f.flush()
+        except OSError as err:
+            f, self._f = self._f, None
+            drop_file(f, err, self.path)
+            raise
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None  # closed even if the close fails: it never raises twice
+            try:
+                f.close()
+            except OSError as err:
+                assert self.path is not None
+                name_file(err, self.path)
+                raise
