@@ -5,7 +5,13 @@
 KILL is ``none`` or ``KIND:N``: ``forward:N`` — the N-th training forward pass (mid-epoch,
 mid-accumulation group); ``val:N`` — the N-th validation forward pass; ``write:N`` — right after
 the N-th checkpoint file is written, before its directory is renamed into place; ``step:N`` —
-right after step N's ``on_step_end`` (a checkpoint may be being written in the background).
+right after step N's ``on_step_end`` (a checkpoint may be being written in the background);
+``pause:N`` — in step N's ``on_step_end``, write ``RUNS/NAME.paused`` and wait (at most a
+minute) for ``RUNS/NAME.go``: the test then signals or kills the process, or runs another one
+against the same run, while this one is known to be mid-epoch and writing the run.
+
+A run a signal stopped (:class:`gradstep.interrupt.Interrupted`) exits with its code, 130 or 143,
+as the ``gradstep`` command does.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 import gradstep as gs
 from gradstep.checkpoint import files
+from gradstep.interrupt import Interrupted
 
 # Adam (tensor state), dropout (the global RNG), BatchNorm (buffers), accumulation 3 over 16
 # micro-batches (a trailing group of one), checkpoints every 2 steps (mid-epoch), val_every 5;
@@ -71,6 +80,16 @@ class Killer(gs.Callback):
     def on_step_end(self, state) -> None:
         if self.kind == "step" and state.global_step == self.n:
             die()
+        if self.kind == "pause" and state.global_step == self.n:
+            pause(self.flag)
+
+
+def pause(flag: Path) -> None:
+    """Say so (``NAME.paused``), then wait for ``NAME.go``; signals are handled meanwhile."""
+    flag.with_suffix(".paused").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while not flag.with_suffix(".go").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def main() -> None:
@@ -90,8 +109,14 @@ def main() -> None:
             files._after_file_hook = hook
         else:
             callbacks.append(Killer(kind, int(n)))
+    for cb in callbacks:
+        cb.flag = Path(runs) / name
     trainer = gs.Trainer(run_dir=runs, name=name, callbacks=callbacks, **SETTINGS)
-    trainer.fit(resume=os.path.join(runs, name) if resume else None)
+    try:
+        trainer.fit(resume=os.path.join(runs, name) if resume else None)
+    except Interrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

@@ -160,10 +160,15 @@ def test_load_model_rebuilds_from_saved_args_and_paths_resolve(base_run):
         run / "checkpoints" / "latest",
     ):
         model = gs.load_model(path)
-        assert isinstance(model, nn.Module) and not model.training
+        assert isinstance(model, gs.Predictor) and not model.training
+        assert isinstance(model.network, nn.Module) and not model.network.training
     latest = gs.load_model(run / "checkpoints" / "latest")
     want = base_run.model.state_dict()
+    assert list(latest.state_dict()) == list(want)  # the network's own keys
     assert all(torch.equal(want[k], v) for k, v in latest.state_dict().items())
+    bare = gs.load_model(run / "checkpoints" / "latest", preprocessing=False)
+    assert type(bare) is type(base_run.model) and not bare.training
+    assert all(torch.equal(want[k], v) for k, v in bare.state_dict().items())
 
 
 def test_keep_prunes_old_checkpoints_but_never_the_best(tmp_path):

@@ -133,9 +133,9 @@ def test_a_custom_models_code_is_imported_only_from_the_folder_you_name(tmp_path
     with pytest.raises(CheckpointError, match="--code-dir"):
         gs.load_model(run)
     model = gs.load_model(run, code_dir=EXAMPLES)
-    assert type(model).__name__ == "TwoLayer"
+    assert type(model.network).__name__ == "TwoLayer"  # behind the training preprocessing
     x = torch.randn(4, 2)
-    assert torch.equal(model(x), trainer.model.eval()(x))
+    assert torch.equal(model.network(x), trainer.model.eval()(x))
 
 
 def test_a_checkpoint_cannot_make_gradstep_run_code_it_carries(tmp_path, monkeypatch):

@@ -202,3 +202,27 @@ def test_a_config_file_that_is_not_utf8_or_nests_too_deep_is_named(tmp_path):
     # --set reads its value as TOML; one nested too deeply is a plain string, refused by its key
     path, value = parse_override("model.args.hidden=" + "[" * 500 + "]" * 500)
     assert path == ["model", "args", "hidden"] and value.startswith("[[[")
+
+
+def test_new_data_keys_read_back_from_the_resolved_toml():
+    cfg = validate_config(
+        {
+            "data": {
+                "path": "bc.csv",
+                "features": ["mean radius", "worst area"],
+                "normalize": [[1.0, 2.0], [3.0, 4.0]],
+            }
+        }
+    )
+    assert cfg.data.source == "csv"  # inferred from the file name, and written out
+    text = to_toml(cfg)
+    assert 'source = "csv"' in text and 'features = ["mean radius", "worst area"]' in text
+    assert validate_config(tomllib.loads(text)) == cfg
+    keyed = validate_config(
+        {"data": {"input_key": "image", "target_key": 2, "path": "x.csv", "drop": ["id"]}}
+    )
+    assert validate_config(tomllib.loads(to_toml(keyed))) == keyed
+    old = validate_config({"data": {"source": "random", "features": 7}})  # the old count key
+    assert old.data.n_features == 7 and "n_features = 7" in to_toml(old)
+    with pytest.raises(UserError, match=r"\[data\] features = 'a': expected a list of CSV"):
+        validate_config({"data": {"features": "a"}})

@@ -79,3 +79,21 @@ def test_export_bad_format_and_missing_folder_exit_2(trained, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["export", latest, "--format", "onnx"])
     assert exc.value.code == 2
+
+
+def test_a_run_of_a_compiled_model_exports_and_matches_the_loaded_predictor(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(64, 5) * 4 + 2
+    y = (x[:, 0] > 2).long()
+    compiled = torch.compile(gs.models.MLP(5, 2, hidden=[8]), backend="eager")
+    result = gs.Trainer(run_dir=str(tmp_path / "runs"), epochs=1, progress=False).fit(
+        compiled, train=(x, y)
+    )
+    latest = result.run_dir / "checkpoints" / "latest"
+    out = tmp_path / "m.pt2"
+    assert main(["export", str(latest), "--format", "pt2", "--out", str(out)]) == 0
+    exported = torch.export.load(str(out)).module()
+    with torch.no_grad():
+        want = gs.load_model(latest)(x)
+        assert torch.allclose(exported(x), want, rtol=0, atol=1e-6)
+        assert torch.allclose(result.predictor(x), want, rtol=0, atol=1e-6)

@@ -110,3 +110,78 @@ def test_the_size_check_draws_no_random_numbers():
     built, _ = build_model("mlp", {"hidden": [16]}, DataShape((8,), 3))
     for a, b in zip(direct.state_dict().values(), built.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+# --- models the user built: gs.save_init_args (issue 14, point 9) -----------------------------
+
+
+class Recorded(nn.Module):
+    def __init__(self, width: int, hidden=(4, 2), act: type = nn.ReLU, **extra) -> None:
+        super().__init__()
+        gs.save_init_args(self)
+        width = width * 2  # reassigned after the call: the recorded value is the one given
+        self.fc = nn.Linear(width, 2)
+
+
+class Child(Recorded):
+    def __init__(self, depth: int, scale: float = 0.5) -> None:
+        super().__init__(width=depth + 1)
+
+
+def test_save_init_args_records_what_the_constructor_was_given():
+    from gradstep.models.instance import recorded_init_args
+
+    net = Recorded(3, flag=True)
+    # tuples become lists, **kwargs are recorded by name; a default that is not data is left out
+    assert recorded_init_args(net) == {"width": 3, "hidden": [4, 2], "flag": True}
+    # in a subclass, the class being built: the outermost __init__'s arguments
+    assert recorded_init_args(Child(5)) == {"depth": 5, "scale": 0.5}
+    assert gs.models.MLP(4, 3).__dict__["_gradstep_init_args"]["hidden"] == [64]
+
+
+def test_save_init_args_refuses_what_a_checkpoint_cannot_hold():
+    with pytest.raises(TypeError, match=r"argument act = .*cannot be recorded"):
+        Recorded(3, act=nn.Tanh)
+    with pytest.raises(TypeError, match=r"extra\['w'\]"):
+        Recorded(3, extra={"w": torch.zeros(2)})
+    with pytest.raises(TypeError, match="inside the model's __init__"):
+        gs.save_init_args(nn.Linear(2, 2))
+
+    class Star(nn.Module):
+        def __init__(self, *sizes: int) -> None:
+            super().__init__()
+            gs.save_init_args(self)
+
+    with pytest.raises(TypeError, match=r"\*sizes"):
+        Star(1, 2)
+
+    class Ignored(nn.Module):
+        def __init__(self, width: int, log: object = None) -> None:
+            super().__init__()
+            self.args = gs.save_init_args(self, ignore=["log"])
+
+    assert Ignored(2, log=print).args == {"width": 2}
+
+
+def test_instance_names_are_what_load_model_can_find(tmp_path, monkeypatch):
+    from gradstep.models.instance import instance_name, unwrap_compiled
+
+    assert instance_name(MLP) == "mlp"  # the zoo's own name
+    assert instance_name(Recorded) == "tests.test_models:Recorded"  # a package: dotted
+    assert instance_name(nn.Linear) == "torch.nn.modules.linear:Linear"
+    # a plain module file inside the working directory: file.py:Class, relative to it
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "user_nets_ab12.py").write_text("class Net:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "sub"))
+    import user_nets_ab12
+
+    assert instance_name(user_nets_ab12.Net, tmp_path) == "sub/user_nets_ab12.py:Net"
+    monkeypatch.chdir(tmp_path / "sub")
+    assert instance_name(user_nets_ab12.Net) == "user_nets_ab12.py:Net"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    assert instance_name(user_nets_ab12.Net, outside) == "user_nets_ab12:Net"
+    # a torch.compile'd model is the module it wraps
+    net = MLP(2, 2)
+    assert unwrap_compiled(torch.compile(net, backend="eager")) is net
+    assert unwrap_compiled(net) is net

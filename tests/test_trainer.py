@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -146,3 +147,139 @@ def test_label_smoothing_and_each_optimizer_train(runs):
             "mlp", train=(x, y)
         )
         assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] + 1e-6, opt
+
+
+# --- models the user built (issue 14, point 9) -------------------------------------------------
+
+
+class Widths(nn.Module):
+    """A user's model that records its constructor arguments."""
+
+    def __init__(self, features: int, classes: int, hidden: tuple[int, ...] = (8,)) -> None:
+        super().__init__()
+        gs.save_init_args(self)
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(features, h), nn.ReLU()]
+            features = h
+        self.body = nn.Sequential(*layers, nn.Linear(features, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Unrecorded(nn.Module):
+    def __init__(self, features: int, classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def _small(runs, **kw):
+    return trainer(runs, epochs=1, batch_size=32, progress=False, **kw)
+
+
+def test_an_instance_that_records_its_init_args_is_rebuilt_by_load_model(runs):
+    x, y = blobs(96)
+    result = _small(runs).fit(Widths(4, 3, hidden=(6, 5)), train=(x, y))
+    info = json.loads((result.run_dir / "checkpoints" / "latest" / "model.json").read_text())
+    assert info["name"] == "tests.test_trainer:Widths"
+    assert info["args"] == {"features": 4, "classes": 3, "hidden": [6, 5]}
+    assert "[model.args]" in (result.run_dir / "config.toml").read_text()
+    loaded = gs.load_model(result.run_dir / "checkpoints" / "latest")  # no model=
+    assert type(loaded.network) is Widths and len(loaded.network.body) == 5
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), result.predictor(x), atol=1e-6, rtol=0)
+
+
+def test_an_instance_from_a_file_in_the_working_directory_loads_from_the_code_folder(
+    tmp_path, monkeypatch
+):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "user_net_q7.py").write_text(
+        "import gradstep as gs\n"
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, features, classes=3):\n"
+        "        super().__init__()\n"
+        "        gs.save_init_args(self)\n"
+        "        self.fc = nn.Linear(features, classes)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n"
+    )
+    monkeypatch.chdir(code)
+    monkeypatch.syspath_prepend(str(code))
+    import user_net_q7  # the user's own import
+
+    x, y = blobs(64)
+    result = _small(tmp_path / "runs").fit(user_net_q7.Net(4), train=(x, y))
+    assert result.config.model.name == "user_net_q7.py:Net"
+    monkeypatch.delitem(sys.modules, "user_net_q7")
+    loaded = gs.load_model(result.run_dir)  # the file, from the code folder (the cwd)
+    assert type(loaded.network).__name__ == "Net"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(gs.CheckpointError, match="--code-dir"):
+        gs.load_model(result.run_dir)
+    assert gs.load_model(result.run_dir, code_dir=code) is not None
+
+
+def test_a_script_model_keeps_the_clear_message_and_an_unrecorded_one_says_how(runs):
+    x, y = blobs(64)
+
+    class Script(Widths):
+        pass
+
+    Script.__module__ = "__main__"
+    run = _small(runs, name="script").fit(Script(4, 3), train=(x, y)).run_dir
+    with pytest.raises(gs.CheckpointError, match="defined in a script"):
+        gs.load_model(run)
+    assert isinstance(gs.load_model(run, model=Script(4, 3)), gs.Predictor)
+    run = _small(runs, name="plain").fit(Unrecorded(4, 3), train=(x, y)).run_dir
+    with pytest.raises(gs.CheckpointError, match=r"gs\.save_init_args\(self\)"):
+        gs.load_model(run)
+
+
+def test_a_compiled_model_is_checkpointed_as_the_module_it_wraps(runs, tmp_path):
+    from gradstep.checkpoint.files import read_tensors
+    from gradstep.cli import main
+
+    x, y = blobs(64)
+    net = Widths(4, 3)
+    compiled = torch.compile(net, backend="eager")  # wraps it in OptimizedModule (_orig_mod)
+    t = _small(runs)
+    result = t.fit(compiled, train=(x, y))
+    assert result.model is compiled and result.run_dir.name == "widths-data"
+    ckpt = result.run_dir / "checkpoints" / "latest"
+    assert set(read_tensors(ckpt / "model.safetensors")) == set(net.state_dict())
+    assert result.config.model.name == "tests.test_trainer:Widths"
+    loaded = gs.load_model(ckpt)
+    assert type(loaded.network) is Widths
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), t.predict(x), atol=1e-6, rtol=0)
+    np.savez(tmp_path / "x.npz", X=x.numpy())
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(ckpt), str(tmp_path / "x.npz"), "--out", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert (
+        len(rows) == 65
+        and [int(r.split(",")[0]) for r in rows[1:]] == t.predict(x).argmax(1).tolist()
+    )
+    # resuming it (compiled again) loads the plain weights into the module it wraps
+    again = torch.compile(Widths(4, 3), backend="eager")
+    resumed = trainer(runs, epochs=2, batch_size=32, progress=False).fit(
+        again, train=(x, y), resume=result.run_dir
+    )
+    assert resumed.summary["epochs_completed"] == 2
+
+
+def test_more_outputs_than_classes_is_one_warning_at_start(runs, capsys):
+    x, y = blobs(64)
+    y = y % 2  # two classes
+    _small(runs).fit(Widths(4, 10), train=(x, y))
+    err = capsys.readouterr().err
+    assert err.count("the model has 10 outputs but the data has 2 classes") == 1
+    _small(runs).fit(Widths(4, 2), train=(x, y))
+    assert "outputs but the data has" not in capsys.readouterr().err

@@ -169,7 +169,7 @@ def test_an_installed_module_is_not_imported_for_a_checkpoint(
     # trusting it, as one trusts code, is the user's call: then it is imported and loads
     reseal(ckpt, "model.json", lambda i: i.update(name="marker_mod:Net"))
     model = gs.load_model(ckpt, trust_code=True)
-    assert type(model).__name__ == "Net" and marker.exists()
+    assert type(model.network).__name__ == "Net" and marker.exists()
     sys.modules.pop("marker_mod", None)
 
 

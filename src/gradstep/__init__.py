@@ -7,13 +7,17 @@ Example::
     result = trainer.fit(model, train=(X, y), val=(Xv, yv))
     result.history[-1]          # {"epoch": 10, "train_loss": ..., "val_acc": ..., ...}
     trainer.predict(X_new).argmax(1)
-    model = gs.load_model("runs/x/checkpoints/best")   # rebuilt from saved args; no pickle
+    result.predictor(X_new).argmax(1)   # the network behind training's preprocessing: the same
+    predictor = gs.load_model("runs/x/checkpoints/best")   # rebuilt from saved args; no pickle
+    predictor(X_raw).argmax(1)          # raw input, prepared as training did (= gradstep predict)
 """
 
 from gradstep.callbacks import Callback
 from gradstep.checkpoint import CheckpointError, SaveError, load_model
 from gradstep.config import Config, load_config
 from gradstep.errors import NonFiniteError, UserError
+from gradstep.models.instance import save_init_args
+from gradstep.predictor import Predictor
 from gradstep.state import TrainState
 from gradstep.trainer import FitResult, Trainer, __version__
 
@@ -23,6 +27,7 @@ __all__ = [
     "Config",
     "FitResult",
     "NonFiniteError",
+    "Predictor",
     "SaveError",
     "TrainState",
     "Trainer",
@@ -30,4 +35,5 @@ __all__ = [
     "__version__",
     "load_config",
     "load_model",
+    "save_init_args",
 ]

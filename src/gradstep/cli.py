@@ -2,7 +2,10 @@
 
 Exit status: 0 success; 2 bad input (config, data, model, checkpoint) with one line on stderr
 naming what and where, and no traceback; 1 an internal error, or a checkpoint that could not be
-saved (disk full, permission denied: one line naming the path); 130 interrupted (Ctrl-C).
+saved (disk full, permission denied: one line naming the path); 130 interrupted by SIGINT
+(Ctrl-C), 143 by SIGTERM (a cluster's pre-emption): a first signal during fit stops after the
+step under way, with a checkpoint, ``summary.json`` and the command that continues (see
+:mod:`gradstep.interrupt`); a second stops at once.
 
     gradstep fit [CONFIG.toml] [--set section.key=value ...]
     gradstep resume RUN_DIR [--force] [--code-dir DIR] [--trust-code] [--set section.key=value ...]
@@ -54,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         "resume",
         help="continue a run from its newest good checkpoint",
         description="Continue RUN_DIR from its newest checkpoint that verifies, exactly as if it "
-        "had never stopped. --set may raise train.epochs or train.max_steps.",
+        "had never stopped. --set changes a setting from the checkpoint's step on and records "
+        "it (config.toml, summary.json's changes); a setting that would change what the run "
+        "is, is refused.",
+        epilog=_changeable_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     resume.add_argument("run_dir", help="the run directory (runs/NAME)")
     resume.add_argument(
@@ -116,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--task", default="multiclass", choices=["multiclass", "binary", "regression"])
     _add_set(cv)
     return parser
+
+
+def _changeable_epilog() -> str:
+    from gradstep.checkpoint.changes import CHANGEABLE
+
+    width = max(len(k) for k in CHANGEABLE)
+    lines = [f"  {key:<{width}}  {what}" for key, what in CHANGEABLE.items()]
+    return (
+        "settings --set may change on resume:\n"
+        + "\n".join(lines)
+        + "\nthe model, data, batches (batch_size, accumulate, drop_last, shuffle) and seed"
+        "\nchange only with --force; the optimizer's other settings, the schedule, the loss"
+        "\nand the monitors of early stopping and checkpoints never do"
+    )
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -373,7 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # SIGINT 130, SIGTERM 143 (gradstep.interrupt)
+        from gradstep.interrupt import Interrupted
+
+        if isinstance(err, Interrupted):
+            print(f"gradstep: {err}", file=sys.stderr)
+            return err.exit_code
         print("gradstep: interrupted", file=sys.stderr)
         return 130
 

@@ -28,6 +28,7 @@ from gradstep.callbacks.base import Callback
 from gradstep.callbacks.early_stopping import EarlyStopping
 from gradstep.callbacks.grad_norm import GradMonitor
 from gradstep.callbacks.lr_scheduler import LRScheduler
+from gradstep.checkpoint.changes import LENGTH_SCHEDULES, schedule_length
 from gradstep.config import Config
 from gradstep.errors import NonFiniteError, UserError
 from gradstep.metrics import resolve_monitor
@@ -63,12 +64,49 @@ class Controls:
             raise UserError('[checkpoint] policy = "grad_norm_peak" needs [train] grad_norm = true')
         schedule = None
         if sc.name != "none":
-            steps = -(-batches // cfg.train.accumulate) * cfg.train.epochs
-            if cfg.train.max_steps is not None:
-                steps = min(steps, cfg.train.max_steps)
-            total = steps if sc.interval == "step" else cfg.train.epochs
-            schedule = LRSchedule(sc, optimizer, total)
+            schedule = LRSchedule(sc, optimizer, schedule_length(cfg.model_dump(), batches))
         return cls(cfg, schedule, plateau, stop)
+
+    def keep_schedule_length(
+        self, saved: dict[str, Any], batches: int, warn: Callable[[str], None]
+    ) -> None:
+        """A resumed run keeps its schedule's length. A cosine, warm-up cosine or one-cycle
+        schedule without ``t_max`` spans the whole run; when a resume changes ``epochs`` or
+        ``max_steps`` the schedule goes on as it was set up — as a restored PyTorch scheduler
+        does (its ``T_max`` is in its state) — instead of stretching under the steps already
+        taken (the rate would jump). Its length is then written out as ``[schedule] t_max``, so
+        ``config.toml`` says what the run uses. ``saved``: the checkpoint's config."""
+        sc = self.cfg.schedule
+        if self.schedule is None or sc.name not in LENGTH_SCHEDULES or sc.t_max is not None:
+            return
+        before = saved.get("schedule", {}).get("t_max") or schedule_length(saved, batches)
+        now = schedule_length(self.cfg.model_dump(), batches)
+        if before == now:
+            return
+        sc.t_max = int(before)
+        self.schedule = LRSchedule(sc, self.schedule.optimizer, sc.t_max)
+        if now > before:
+            warn(
+                f"[schedule] {sc.name} keeps its length, t_max = {before} {sc.interval}s, as the "
+                f"run was set up; the {now - before} {sc.interval}s after it train at its final "
+                "rate"
+            )
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
+        """``optim.lr`` changed by a resume, applied after the optimizer's and the schedule's
+        state are restored: ``lr`` is the run's *base* rate from the next step on. Without a
+        schedule it is the rate; with one it replaces the schedule's base, so the schedule keeps
+        its shape and position (a step schedule already decayed twice gives ``lr * gamma**2``;
+        one-cycle's peak follows it when ``max_lr`` is unset); with ``plateau`` it is the rate
+        now, and later cuts start from it."""
+        if self.schedule is None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            return
+        self.schedule.base = [lr] * len(self.schedule.base)
+        if self.schedule.cfg.name == "plateau":
+            self.schedule.lrs = [lr] * len(self.schedule.lrs)
+        self.schedule.apply()
 
     def callbacks(
         self, model: nn.Module, warn: Callable[[str], None], before: Sequence[Callback]

@@ -11,6 +11,11 @@ as float in [0, 1] of the training sample shape. The batch dimension is dynamic.
 the model (``<out>.json``) says this: input shape and dtype, what the outputs are (logits, for a
 classifier), the class count, and the checkpoint it came from.
 
+In Python, ``gs.load_model`` gives the same model with the whole preprocessing in front (a
+:class:`~gradstep.predictor.Predictor`, which also takes uint8 pixels and flat rows); that one
+branches on the input's dtype and shape in Python, so the file exported here folds in only the
+part a traced graph can hold: :class:`Prepared`, the normalisation.
+
 Example::
 
     gradstep export runs/mnist/checkpoints/best --format pt2          # writes best.pt2 + .json
@@ -38,7 +43,10 @@ FORMATS = {"pt2": ".pt2", "torchscript": ".torchscript.pt"}
 
 
 class Prepared(nn.Module):
-    """``model((x - mean) / std)``: the training normalisation folded in front of the model."""
+    """``model((x - mean) / std)``: the training normalisation folded in front of the model, in
+    a form ``torch.export`` and ``torch.jit.trace`` can trace (no Python branching on the
+    input). For Python use, :class:`~gradstep.predictor.Predictor` applies the whole
+    preprocessing."""
 
     def __init__(self, model: nn.Module, mean: torch.Tensor | None, std: torch.Tensor | None):
         super().__init__()

@@ -12,6 +12,7 @@ In pseudocode, what :func:`fit_loop` does::
             optimizer.step(); optimizer.zero_grad()
             validate if val_every steps are due
             on_step_end                                           # logging, checkpoints, ...
+            a signal arrived (SIGINT / SIGTERM)? leave the epoch open and stop
         train metrics; validate (model.eval(), inference_mode); on_epoch_end
         stop when epochs or max_steps are done, or a callback asked to
 
@@ -22,6 +23,14 @@ Accumulation: each micro-batch's mean loss is weighted by its share of the group
 step's gradient is the gradient of the mean loss over the samples the step really saw — the
 epoch's trailing partial group included (it is applied, not dropped, and nothing leaks into the
 next epoch). With ``accumulate = 1`` the weight is 1 and no multiply happens.
+
+Interruption: ``p.stop.requested`` (set by :class:`gradstep.interrupt.StopOnSignal`) is read
+once per step, after ``on_step_end``: the step is complete and every callback has seen it. A
+run stopped mid-epoch leaves the epoch open (``state.in_epoch``: no partial epoch record, no
+extra validation), so its final checkpoint is the state at that step boundary, and a resume
+continues at the next step exactly as if nothing had happened. Stopped at an epoch's last step,
+the epoch is closed as usual. ``stop_reason`` is then ``"interrupted"`` while ``should_stop``
+stays False: the run is not finished, and a resume continues it.
 
 Speed: no host-device sync per step. Loss and predictions stay on the device in a
 :class:`~gradstep.metrics.Meter` and are read at ``log_every`` and at epoch end.
@@ -38,10 +47,12 @@ import torch
 from torch import nn
 
 from gradstep.callbacks.base import CallbackList
+from gradstep.interrupt import NeverStop
 from gradstep.metrics import Meter
 from gradstep.state import TrainState
 
 Batch = tuple[Any, torch.Tensor]
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -59,6 +70,7 @@ class LoopParts:
     grads: Any = None  # a GradMonitor: norm, clipping, non-finite check before each step
     on_oom: str = "fail"
     warn: Callable[[str], None] = print
+    stop: Any = NeverStop  # anything with a bool ``requested``: a StopOnSignal
 
 
 def _groups(batches: Iterable[Batch], k: int) -> Iterator[list[Batch]]:
@@ -153,8 +165,13 @@ def fit_loop(p: LoopParts, state: TrainState) -> None:
     try:
         p.callbacks.on_fit_start(state)  # inside: a failing start still closes what opened
         while (state.epoch < state.epochs or state.in_epoch) and not state.should_stop:
+            if p.stop.requested:  # a signal: nothing more to do than the final save
+                break
             train_epoch(p, state)
-        if not state.should_stop:
+        more = (state.epoch < state.epochs or state.in_epoch) and not state.should_stop
+        if more and p.stop.requested:
+            state.stop_reason = INTERRUPTED  # should_stop stays False: a resume continues
+        elif not state.should_stop:
             state.stop_reason = "completed"
         p.callbacks.on_fit_end(state)  # inside: a failing final save still closes the writer
     except BaseException as exc:
@@ -210,9 +227,12 @@ def train_epoch(p: LoopParts, state: TrainState) -> None:
         if state.max_steps is not None and state.global_step >= state.max_steps:
             state.stop("max_steps")
         callbacks.on_step_end(state)  # the step is complete: logging, checkpoints, ...
-        if state.should_stop:
+        if state.should_stop or p.stop.requested:  # the flag is a Python bool: no syscall
             break
 
+    if p.stop.requested and not state.should_stop:
+        if state.step_in_epoch < state.steps_per_epoch:
+            return  # interrupted mid-epoch: the epoch stays open for the checkpoint to resume
     state.train_metrics = meter.compute()  # one host sync per epoch
     if p.val is not None and validated_at != state.global_step:
         if every is None or state.should_stop or state.epoch == state.epochs:

@@ -27,12 +27,20 @@ def probe(data: DataLike) -> tuple[Any, torch.Tensor]:
     else:
         batch = default_collate([data[i] for i in range(min(2, len(data)))])  # type: ignore[arg-type]
     if not isinstance(batch, tuple | list) or len(batch) != 2:
-        raise UserError("the dataset's samples must be (input, target) pairs")
+        raise UserError(
+            "the dataset's samples must be (input, target) pairs"
+            + ("" if isinstance(data, DataLoader) else "; set [data] input_key and target_key")
+        )
     return batch[0], batch[1]
 
 
 def num_outputs(task: str, train: DataLike, val: DataLike | None, y_probe: torch.Tensor) -> int:
     """Classes (multiclass) or the target's width, to size a model's output layer.
+
+    In-memory labels are read whole (one ``max``). A Dataset's class count comes, without
+    reading its samples, from ``[model.args] num_classes``, its ``classes`` or ``targets``
+    attribute; only without them are its samples scanned, in a DataLoader with ``[data]
+    num_workers``, saying so (see :mod:`gradstep.data.samples`).
 
     Labels that would make an output layer no machine holds (a label of 10⁹) are refused here
     for a Dataset; in-memory data was checked, naming its file, by
@@ -40,22 +48,24 @@ def num_outputs(task: str, train: DataLike, val: DataLike | None, y_probe: torch
     """
     if task != "multiclass":
         return int(y_probe[0].numel()) if y_probe.ndim > 1 else 1
+    from gradstep.data.samples import count_highest_label
+
     highest, samples = -1, 0
-    for d in (train, val):
+    datasets, whats = [], []
+    for d, what in ((train, "training"), (val, "validation")):
         if d is None:
             continue
         if isinstance(d, tuple):
             highest = max(highest, int(d[1].max()))
         else:
-            ds = d.dataset if isinstance(d, DataLoader) else d
-            targets = getattr(ds, "targets", None)
-            if targets is None:
-                targets = [ds[i][1] for i in range(len(ds))]  # type: ignore[arg-type]
-            highest = max(highest, int(torch.as_tensor(targets).max()))
+            datasets.append(d)
+            whats.append(what)
         try:
             samples += num_samples(d)
         except TypeError:  # a DataLoader over an IterableDataset has no length
             pass
+    if datasets:
+        highest = max(highest, count_highest_label(datasets, whats))
     problem = class_count_problem(highest, samples)
     if problem is not None:
         raise UserError(f"training data: {problem}")

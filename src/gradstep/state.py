@@ -3,7 +3,13 @@
 One :class:`TrainState` is shared by the loop and every callback. The loop owns the counters;
 a callback stops training by calling :meth:`TrainState.stop` (never by raising). The counters
 round-trip through :meth:`state_dict` / :meth:`load_state_dict`; the runtime references
-(model, optimizer, meters) do not.
+(model, optimizer, meters, the preprocessing record) do not.
+
+``state.model`` is the network being trained: it takes *prepared* input — what the batches
+hold, after training's preprocessing (integer pixels / 255, the sample shape, the training
+split's mean/std). For raw input, as the data source gives it, use
+:meth:`TrainState.preprocess` first: ``state.model(state.preprocess(x_raw))`` is what
+``gradstep predict`` and ``gs.load_model(ckpt)(x_raw)`` compute (in eval mode).
 
 Counting (DESIGN.md's vocabulary): ``epoch`` is 1-based (the epoch under way or just finished);
 ``batch`` counts micro-batches done in this epoch; ``global_step`` counts optimizer steps since
@@ -13,7 +19,10 @@ the run began; ``steps_per_epoch = ceil(batches_per_epoch / accumulate)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 _SAVED = (
     "epoch",
@@ -49,6 +58,12 @@ class TrainState:
     stop_reason: str | None = None
     # runtime only (not in state_dict)
     model: Any = field(default=None, repr=False)
+    """The network being trained (the loop's module): it takes prepared input — see
+    :meth:`preprocess` for raw input."""
+    model_info: dict[str, Any] | None = field(default=None, repr=False)
+    """What the run's checkpoints record in ``model.json`` (the model's name and args, the
+    task, the training sample shape and normalisation): the preprocessing :meth:`preprocess`
+    applies. Set by ``trainer.fit`` before the first callback runs."""
     optimizer: Any = field(default=None, repr=False)
     train_meter: Any = field(default=None, repr=False)
     train_metrics: dict[str, float] = field(default_factory=dict)
@@ -76,6 +91,25 @@ class TrainState:
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
+
+    def preprocess(self, x: Any) -> torch.Tensor:
+        """Raw input ``x`` (a tensor or array as the data source gives it: a CSV's feature
+        columns, uint8 images) prepared as training prepares its batches — exactly
+        :func:`gradstep.inference.prepare_input` with :attr:`model_info`, the preparation of
+        ``gradstep predict`` and ``gs.load_model`` — on :attr:`model`'s device.
+
+        Example::
+
+            class Probe(gs.Callback):
+                def on_epoch_end(self, state):
+                    with torch.no_grad():
+                        self.outputs = state.model(state.preprocess(x_raw))
+        """
+        if self.model_info is None:
+            raise RuntimeError("state.preprocess: the run's preprocessing is set by trainer.fit")
+        from gradstep.predictor import prepare_for
+
+        return prepare_for(self.model, x, self.model_info)
 
     def stop(self, reason: str) -> None:
         """Ask the loop to stop after the current step; the first reason given is kept."""

@@ -17,7 +17,9 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +30,36 @@ from torch import nn
 
 from gradstep import dist, preflight
 from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
+from gradstep.callbacks.change_log import ChangeLog
 from gradstep.checkpoint.files import CheckpointError, SaveError
 from gradstep.checkpoint.resume import ResumePlan, find_resume_checkpoint
-from gradstep.checkpoint.setup import checkpoint_monitor, make_checkpointer, run_fingerprint
+from gradstep.checkpoint.setup import (
+    checkpoint_monitor,
+    make_checkpointer,
+    run_fingerprint,
+    run_model_info,
+)
 from gradstep.config import Config, config_from_flat, load_config, to_toml
 from gradstep.controls import Controls
 from gradstep.data import Normalizer, PreparedData, fix_targets, make_batches, prepare_data
 from gradstep.data.convert import to_data
 from gradstep.diagnose import diagnose_fit, format_verdicts
 from gradstep.errors import NonFiniteError, UserError
+from gradstep.interrupt import StopOnSignal, interrupted
 from gradstep.logging.base import Sink, cannot_write, os_reason, target_of
 from gradstep.logging.console import ConsoleSink, print_summary
 from gradstep.logging.jsonl import JsonlSink
 from gradstep.logging.plots import write_plots_or_warn
 from gradstep.logging.tensorboard import TensorBoardSink
-from gradstep.loop import LoopParts, evaluate_batches, fit_loop, predict_batches
+from gradstep.loop import INTERRUPTED, LoopParts, evaluate_batches, fit_loop, predict_batches
 from gradstep.losses import TASK, build_loss
 from gradstep.metrics import Meter
 from gradstep.models import DataShape, build_model
+from gradstep.models.instance import instance_spec, outputs_note, unwrap_compiled
 from gradstep.optim import build_optimizer
+from gradstep.predictor import Predictor
 from gradstep.rundir import create_run_dir, write_atomic, write_json
+from gradstep.runlock import RunLock
 from gradstep.state import TrainState
 from gradstep.summary import __version__, build_summary
 from gradstep.trust import CodeTrust, trust_rule
@@ -57,8 +69,17 @@ from gradstep.trust import CodeTrust, trust_rule
 class FitResult:
     """What :meth:`Trainer.fit` returns.
 
-    ``history`` has one dict per epoch (``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``,
-    ``lr``, ``time_s``, ...); ``summary`` is what ``summary.json`` holds.
+    ``model`` is the trained network (the module ``fit`` was given or built), which takes
+    prepared input as the training batches held it; ``predictor`` is that network with the
+    training preprocessing in front, which takes raw input. ``history`` has one dict per epoch
+    (``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``, ``time_s``, ...);
+    ``summary`` is what ``summary.json`` holds; ``model_info`` what the run's checkpoints
+    record in ``model.json`` (the preprocessing among it).
+
+    Example::
+
+        result = trainer.fit(model, train=(X, y))
+        result.predictor(X_raw).argmax(1)      # = trainer.predict(X_raw).argmax(1)
     """
 
     model: nn.Module
@@ -66,10 +87,19 @@ class FitResult:
     summary: dict[str, Any]
     run_dir: Path | None
     config: Config = field(repr=False)
+    model_info: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def final(self) -> dict[str, float]:
         return self.summary["final"]
+
+    @cached_property
+    def predictor(self) -> Predictor:
+        """:attr:`model` with the run's preprocessing in front: a
+        :class:`~gradstep.predictor.Predictor` that takes raw input (as ``gs.load_model`` of
+        the run's checkpoint does) and equals ``trainer.predict`` on it. It shares the network
+        — its weights, and so its train/eval mode: it is put in eval mode when first read."""
+        return Predictor(self.model, self.model_info).eval()
 
 
 def seed_everything(seed: int) -> None:
@@ -180,8 +210,9 @@ class Trainer:
             found = find_resume_checkpoint(self._resume_target(resume, cfg, model, train), warn)
             self._base_dir_from(found[0])
         with trust_rule(self.code_trust):  # code the run directory names: see gradstep.trust
-            data = prepare_data(cfg, task, train, val, self.base_dir)
+            data = prepare_data(cfg, task, train, val, self.base_dir, warn=warn)
             model, model_name = self._model(cfg, model, data, task)
+        net = unwrap_compiled(model)  # what checkpoints hold: a torch.compile'd model's module
         model.to(device)
         train_b, val_b, outputs = self._batches(cfg, data, model, model_name, task, device)
         optimizer = build_optimizer(cfg.optim, model.parameters())
@@ -192,168 +223,193 @@ class Trainer:
             cfg.data.source = "(python)"
         fingerprint = run_fingerprint(cfg, train_b.batch_size, data.train)
         plan = None
+        changes: list[dict[str, Any]] = []  # what resumes changed (gradstep.checkpoint.changes)
         if found is not None:
             plan = ResumePlan.check(found, fingerprint, force, warn, len(train_b))
-            plan.load_into(model, optimizer)
-            cfg.run.name = plan.run_dir.name
+            plan.load_into(net, optimizer)
+            changes = plan.settle(cfg, controls, force=force, batches=len(train_b), warn=warn)
 
-        # Everything the user can get wrong has been checked: from here on we write.
-        try:
-            if plan is not None:
-                run_dir: Path | None = plan.prepare(to_toml(cfg), warn) if main else None
-            else:
-                run_dir = self._create_run_dir(cfg, model_name, data) if main else None
-        except OSError as err:  # a full disk, a read-only or unwritable directory: one line
-            where: Path | str | None = target_of(err)
-            if where is None:  # a refused write names no file; config.toml is the one written
-                where = (
-                    plan.run_dir / "config.toml"
-                    if plan is not None
-                    else f"config.toml of the new run {cfg.run.name} in {cfg.run.dir}"
-                )
-            raise SaveError(cannot_write(where, err)) from err
-        state = TrainState(
-            epochs=cfg.train.epochs,
-            batches_per_epoch=len(train_b),
-            accumulate=cfg.train.accumulate,
-            max_steps=cfg.train.max_steps,
-        )
-        sinks: list[Sink] = [ConsoleSink(console)]
-        if run_dir is not None:
-            sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
-            if cfg.log.tensorboard:
-                resumed_step = None  # a resume, even one that restarts, cuts older events
+        # Everything the user can get wrong has been checked: from here on we write — holding
+        # the run directory's lock (one run, one writer: see gradstep.runlock), and stopping
+        # cleanly at a step's end on SIGINT / SIGTERM (see gradstep.interrupt).
+        with ExitStack() as held:
+            stop = held.enter_context(StopOnSignal(warn))
+            try:
                 if plan is not None:
-                    resumed_step = plan.ckpt.step if plan.ckpt is not None else 0
-                sinks.append(TensorBoardSink(run_dir, resumed_step))
-        logging: list[Callback] = [MetricsLogger(sinks, cfg.train.log_every)]
-        show_bar = cfg.train.progress is True or (
-            cfg.train.progress == "auto" and console.is_terminal
-        )
-        if show_bar and main:
-            logging.append(ProgressBar(console))
-        callbacks = controls.callbacks(model, warn, before=logging)
-        grad_monitor = controls.monitor
-        assert grad_monitor is not None
-        checkpointer = None
-        if run_dir is not None and cfg.checkpoint.every != "never":
-            checkpointer = make_checkpointer(
-                cfg,
-                run_dir,
+                    if main:  # before anything in the run directory changes
+                        held.enter_context(RunLock(plan.run_dir))
+                    run_dir: Path | None = plan.prepare(to_toml(cfg), warn) if main else None
+                else:
+                    run_dir = self._create_run_dir(cfg, model_name, data) if main else None
+                    if run_dir is not None:
+                        held.enter_context(RunLock(run_dir))
+            except OSError as err:  # a full disk, a read-only or unwritable directory: one line
+                where: Path | str | None = target_of(err)
+                if where is None:  # a refused write names no file; config.toml is the one written
+                    where = (
+                        plan.run_dir / "config.toml"
+                        if plan is not None
+                        else f"config.toml of the new run {cfg.run.name} in {cfg.run.dir}"
+                    )
+                raise SaveError(cannot_write(where, err)) from err
+            state = TrainState(
+                epochs=cfg.train.epochs,
+                batches_per_epoch=len(train_b),
+                accumulate=cfg.train.accumulate,
+                max_steps=cfg.train.max_steps,
+            )
+            sinks: list[Sink] = [ConsoleSink(console)]
+            if run_dir is not None:
+                sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
+                if cfg.log.tensorboard:
+                    resumed_step = None  # a resume, even one that restarts, cuts older events
+                    if plan is not None:
+                        resumed_step = plan.ckpt.step if plan.ckpt is not None else 0
+                    sinks.append(TensorBoardSink(run_dir, resumed_step))
+            logging: list[Callback] = [MetricsLogger(sinks, cfg.train.log_every)]
+            show_bar = cfg.train.progress is True or (
+                cfg.train.progress == "auto" and console.is_terminal
+            )
+            if show_bar and main:
+                logging.append(ProgressBar(console))
+            callbacks = controls.callbacks(model, warn, before=logging)
+            grad_monitor = controls.monitor
+            assert grad_monitor is not None
+            # model.json's record: the in-memory predictor and state.preprocess use the same
+            state.model_info = run_model_info(
+                cfg, data, task=task, outputs=outputs, base_dir=self.base_dir
+            )
+            checkpointer = None
+            if run_dir is not None and cfg.checkpoint.every != "never":
+                checkpointer = make_checkpointer(
+                    cfg,
+                    run_dir,
+                    model=net,
+                    optimizer=optimizer,
+                    data=data,
+                    task=task,
+                    outputs=outputs,
+                    fingerprint=fingerprint,
+                    base_dir=self.base_dir,
+                    monitor=monitor,
+                    warn=warn,
+                    before_save=grad_monitor.safe_to_save,
+                )
+            callbacks += self.callbacks
+            if changes:  # kept in every checkpoint, so later resumes keep the list
+                callbacks.append(ChangeLog(changes))
+            if checkpointer is not None:
+                # last: a checkpoint is taken after every other callback has seen the step or epoch,
+                # so their saved state is the state a resumed run must continue from
+                callbacks.append(checkpointer)
+                checkpointer.snapshot.callbacks = callbacks  # type: ignore[attr-defined]
+            self._announce(console, cfg, model, model_name, data, train_b, val_b, device, run_dir)
+            note = preflight.accumulation_note(model, cfg.train.accumulate, train_b.batch_size)
+            if note is not None:
+                warn(note)
+            note = outputs_note(outputs, task, (data.train, data.val))
+            if note is not None:
+                warn(note)
+            parts = LoopParts(
                 model=model,
                 optimizer=optimizer,
-                data=data,
+                loss_fn=loss_fn,
                 task=task,
-                outputs=outputs,
-                fingerprint=fingerprint,
-                base_dir=self.base_dir,
-                monitor=monitor,
+                train=train_b,
+                val=val_b,
+                callbacks=CallbackList(callbacks),
+                val_every=None if cfg.train.val_every == "epoch" else int(cfg.train.val_every),
+                grads=grad_monitor if grad_monitor.active else None,
+                on_oom=cfg.train.on_oom,
                 warn=warn,
-                before_save=grad_monitor.safe_to_save,
+                stop=stop,
             )
-        callbacks += self.callbacks
-        if checkpointer is not None:
-            # last: a checkpoint is taken after every other callback has seen the step or epoch,
-            # so their saved state is the state a resumed run must continue from
-            callbacks.append(checkpointer)
-            checkpointer.snapshot.callbacks = callbacks  # type: ignore[attr-defined]
-        self._announce(console, cfg, model, model_name, data, train_b, val_b, device, run_dir)
-        note = preflight.accumulation_note(model, cfg.train.accumulate, train_b.batch_size)
-        if note is not None:
-            warn(note)
-        parts = LoopParts(
-            model=model,
-            optimizer=optimizer,
-            loss_fn=loss_fn,
-            task=task,
-            train=train_b,
-            val=val_b,
-            callbacks=CallbackList(callbacks),
-            val_every=None if cfg.train.val_every == "epoch" else int(cfg.train.val_every),
-            grads=grad_monitor if grad_monitor.active else None,
-            on_oom=cfg.train.on_oom,
-            warn=warn,
-        )
-        self.model, self.normalizer, self.device = model, data.normalizer, device
-        self._loss_fn, self._task = loss_fn, task
-        resumed_from = None
-        if plan is not None:
-            resumed_from = plan.restore(
-                checkpointer=checkpointer,
-                say=lambda text: console.print(text, markup=False, highlight=False),
-                state=state,
-                callbacks=callbacks,
-                device=device,
-                new_meter=lambda: Meter(task),
-            )
-        start_steps, start_samples = state.global_step, state.samples_seen
-        if plan is not None:
-            plan.reseed()  # last: nothing may draw from an RNG between this and the loop
-        train_started = time.perf_counter()
-        failure: BaseException | None = None  # what ended the loop, if something did
-        try:
-            fit_loop(parts, state)
-        except BaseException as exc:
-            failure = exc
-            # as the loop says it; also for a failed on_fit_start, which the loop does not catch
-            state.stop_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-            raise
-        finally:
-            train_time = time.perf_counter() - train_started
-            controls.restore_best(model, self.callbacks)
-            summary = build_summary(
-                cfg=cfg,
-                state=state,
-                model=model,
-                device=device,
-                data_info=self._data_info(cfg, state, data, train_b),
-                timings={
-                    "wall_time_s": time.perf_counter() - started,
-                    "train_time_s": train_time,
-                    "samples_per_second": _rate(state.samples_seen - start_samples, train_time),
-                    "steps_per_second": _rate(state.global_step - start_steps, train_time),
-                },
-                run_dir=run_dir,
-                checkpointer=checkpointer,
-                resumed_from=resumed_from,
-                extra=controls.summary(state),
-                error=failure,
-            )
-            # a log file that could not be written may end in half a line: diagnose from memory
-            logs = None if isinstance(failure, SaveError) else run_dir
-            verdicts = diagnose_fit(state.history, summary, cfg.model_dump(), logs, warn)
-            summary["diagnosis"] = [v.to_dict() for v in verdicts]
-            unsaved = None  # why summary.json could not be written (the disk said)
-            if run_dir is not None:
-                try:
-                    write_json(run_dir / "summary.json", summary)
-                except OSError as err:
-                    unsaved = os_reason(err)
-            if failure is not None and unsaved is not None:
-                also = f"; summary.json not written either ({unsaved})"
-                if isinstance(failure, SaveError | NonFiniteError):  # the cause, said first
-                    raise type(failure)(f"{failure}{also}") from failure
-                warn(f"cannot write {run_dir / 'summary.json'}: {unsaved}")  # then the error
-        if run_dir is not None and cfg.log.plots and state.history and unsaved is None:
-            write_plots_or_warn(run_dir, warn)  # (not on a disk that just refused the summary)
-        print_summary(console, summary, str(run_dir) if run_dir else "(none)")
-        if verdicts and cfg.log.diagnose:
-            console.print(format_verdicts(verdicts), markup=False, highlight=False, soft_wrap=True)
-        try:
-            if checkpointer is not None and checkpointer.failures:
-                if cfg.checkpoint.on_save_error == "stop":
-                    raise SaveError(checkpointer.failures[-1] + "; the run stopped")
-            controls.raise_if_nonfinite()
-        except (SaveError, NonFiniteError) as err:  # what stopped the run, then the summary
-            if unsaved is None:
+            self.model, self.normalizer, self.device = model, data.normalizer, device
+            self._loss_fn, self._task = loss_fn, task
+            resumed_from = None
+            if plan is not None:
+                resumed_from = plan.restore(
+                    checkpointer=checkpointer,
+                    say=lambda text: console.print(text, markup=False, highlight=False),
+                    state=state,
+                    callbacks=callbacks,
+                    device=device,
+                    new_meter=lambda: Meter(task),
+                )
+            if plan is not None and plan.changed("optim.lr"):
+                controls.set_lr(optimizer, cfg.optim.lr)  # over the restored optimizer's rate
+            start_steps, start_samples = state.global_step, state.samples_seen
+            if plan is not None:
+                plan.reseed()  # last: nothing may draw from an RNG between this and the loop
+            train_started = time.perf_counter()
+            failure: BaseException | None = None  # what ended the loop, if something did
+            try:
+                fit_loop(parts, state)
+            except BaseException as exc:
+                failure = exc
+                # as the loop says it; also for a failed on_fit_start, which the loop does not catch
+                state.stop_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
                 raise
-            raise type(err)(f"{err}; summary.json not written either ({unsaved})") from err
-        if unsaved is not None:
-            raise SaveError(
-                f"cannot write {run_dir / 'summary.json'}: {unsaved}; the run itself ended "
-                f"({state.stop_reason}, step {state.global_step})"
-            )
-        return FitResult(model, state.history, summary, run_dir, cfg)
+            finally:
+                train_time = time.perf_counter() - train_started
+                controls.restore_best(model, self.callbacks)
+                summary = build_summary(
+                    cfg=cfg,
+                    state=state,
+                    model=model,
+                    device=device,
+                    data_info=self._data_info(cfg, state, data, train_b),
+                    timings={
+                        "wall_time_s": time.perf_counter() - started,
+                        "train_time_s": train_time,
+                        "samples_per_second": _rate(state.samples_seen - start_samples, train_time),
+                        "steps_per_second": _rate(state.global_step - start_steps, train_time),
+                    },
+                    run_dir=run_dir,
+                    checkpointer=checkpointer,
+                    resumed_from=resumed_from,
+                    extra={**controls.summary(state), "changes": changes},
+                    error=failure,
+                )
+                # a log file that could not be written may end in half a line: diagnose from memory
+                logs = None if isinstance(failure, SaveError) else run_dir
+                verdicts = diagnose_fit(state.history, summary, cfg.model_dump(), logs, warn)
+                summary["diagnosis"] = [v.to_dict() for v in verdicts]
+                unsaved = None  # why summary.json could not be written (the disk said)
+                if run_dir is not None:
+                    try:
+                        write_json(run_dir / "summary.json", summary)
+                    except OSError as err:
+                        unsaved = os_reason(err)
+                if failure is not None and unsaved is not None:
+                    also = f"; summary.json not written either ({unsaved})"
+                    if isinstance(failure, SaveError | NonFiniteError):  # the cause, said first
+                        raise type(failure)(f"{failure}{also}") from failure
+                    warn(f"cannot write {run_dir / 'summary.json'}: {unsaved}")  # then the error
+            if run_dir is not None and cfg.log.plots and state.history and unsaved is None:
+                write_plots_or_warn(run_dir, warn)  # (not on a disk that just refused the summary)
+            print_summary(console, summary, str(run_dir) if run_dir else "(none)")
+            if verdicts and cfg.log.diagnose:
+                console.print(
+                    format_verdicts(verdicts), markup=False, highlight=False, soft_wrap=True
+                )
+            try:
+                if checkpointer is not None and checkpointer.failures:
+                    if cfg.checkpoint.on_save_error == "stop":
+                        raise SaveError(checkpointer.failures[-1] + "; the run stopped")
+                controls.raise_if_nonfinite()
+            except (SaveError, NonFiniteError) as err:  # what stopped the run, then the summary
+                if unsaved is None:
+                    raise
+                raise type(err)(f"{err}; summary.json not written either ({unsaved})") from err
+            if unsaved is not None:
+                raise SaveError(
+                    f"cannot write {run_dir / 'summary.json'}: {unsaved}; the run itself ended "
+                    f"({state.stop_reason}, step {state.global_step})"
+                )
+            if state.stop_reason == INTERRUPTED and stop.signum is not None:
+                raise interrupted(stop.signum, state, run_dir, checkpointer, cfg.data.source)
+            return FitResult(model, state.history, summary, run_dir, cfg, state.model_info or {})
 
     def _resume_target(self, resume: str | Path, cfg: Config, model: Any, train: Any) -> Path:
         """The run directory or checkpoint ``resume`` names; ``"latest"``: the run directory
@@ -392,9 +448,10 @@ class Trainer:
         self, cfg: Config, model: nn.Module | str | None, data: PreparedData, task: str
     ) -> tuple[nn.Module, str]:
         if isinstance(model, nn.Module):
-            cls = type(model)
-            cfg.model.name, cfg.model.args = f"{cls.__module__}:{cls.__qualname__}", {}
-            return model, cls.__name__.lower()
+            # its class, and the arguments its constructor recorded (gs.save_init_args), so a
+            # checkpoint can rebuild it; a torch.compile'd model is named by the module it wraps
+            cfg.model.name, cfg.model.args = instance_spec(model)
+            return model, type(unwrap_compiled(model)).__name__.lower()
         if model is not None and not isinstance(model, str):
             raise UserError(
                 f"model: expected an nn.Module or a model name, got {type(model).__name__}"
@@ -503,7 +560,8 @@ class Trainer:
             f"{cfg.optim.name} lr {cfg.optim.lr}; device {device}",
         ]
         if data.normalizer is not None:
-            lines.append(f"  normalize: {data.normalizer.describe()} (from the training split)")
+            origin = "as given" if data.normalizer.given else "from the training split"
+            lines.append(f"  normalize: {data.normalizer.describe()} ({origin})")
         lines += [f"  note: {n}" for n in data.notes]
         if run_dir is not None:
             lines.append(f"  run directory: {run_dir}")

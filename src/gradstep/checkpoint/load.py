@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 from torch import nn
@@ -36,6 +36,9 @@ from gradstep.checkpoint.files import (
 )
 from gradstep.checkpoint.writer import step_dirs
 from gradstep.errors import UserError
+
+if TYPE_CHECKING:
+    from gradstep.predictor import Predictor
 
 Warn = Callable[[str], None]
 
@@ -288,20 +291,79 @@ def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
     return model
 
 
+@overload
 def load_model(
     path: str | Path,
     *,
     model: nn.Module | None = None,
+    preprocessing: Literal[True] = True,
+    device: str | torch.device = "cpu",
+    code_dir: str | Path | None = None,
+    trust_code: bool = False,
+) -> Predictor: ...
+
+
+@overload
+def load_model(
+    path: str | Path,
+    *,
+    model: nn.Module | None = None,
+    preprocessing: Literal[False],
+    device: str | torch.device = "cpu",
+    code_dir: str | Path | None = None,
+    trust_code: bool = False,
+) -> nn.Module: ...
+
+
+@overload
+def load_model(
+    path: str | Path,
+    *,
+    model: nn.Module | None = None,
+    preprocessing: bool = True,
+    device: str | torch.device = "cpu",
+    code_dir: str | Path | None = None,
+    trust_code: bool = False,
+) -> nn.Module: ...
+
+
+def load_model(
+    path: str | Path,
+    *,
+    model: nn.Module | None = None,
+    preprocessing: bool = True,
     device: str | torch.device = "cpu",
     code_dir: str | Path | None = None,
     trust_code: bool = False,
 ) -> nn.Module:
-    """Rebuild the model a checkpoint saved and load its weights, in eval mode.
+    """Rebuild the model a checkpoint saved, load its weights, and put the training
+    preprocessing in front of it: a :class:`~gradstep.predictor.Predictor`, in eval mode.
+
+    **What it takes.** The returned predictor takes raw input, as the data source gave it: a
+    CSV's feature columns as numbers (the training split's mean/std are applied for you),
+    images as uint8 pixels (divided by 255) or as float in [0, 1] (what the MNIST source
+    gives), flat or in the training sample shape — with a batch dimension. It runs
+    :func:`gradstep.inference.prepare_input` with the checkpoint's ``model.json`` and then the
+    network, so ``load_model(ckpt)(x_raw)`` equals ``gradstep predict ckpt`` and
+    ``trainer.predict(x_raw)``. **What it returns:** the network's outputs — logits for a
+    classifier (``.argmax(1)`` is the class; ``.softmax(1)`` the ``prob_*`` columns of
+    ``gradstep predict``), values for regression — on ``device``. ``predictor.network`` is the
+    bare model, and ``predictor.state_dict()`` is the bare model's (see
+    :class:`~gradstep.predictor.Predictor`).
+
+    With ``preprocessing=False`` it returns the bare network instead, which takes *prepared*
+    input: float32, in the training sample shape, already normalised with the training
+    split's mean/std — what the training batches held (``predictor.preprocess(x_raw)``).
 
     Args:
         path: a checkpoint, ``best`` / ``latest``, or a run directory (its best checkpoint;
             one that does not verify is skipped with a warning).
-        model: an instance to load into instead of rebuilding (for classes defined in a script).
+        model: an instance to load the weights into instead of rebuilding one from the saved
+            name and args (for a class defined in a script, or one that did not record its
+            arguments); it is returned wrapped in the predictor like a rebuilt one (the
+            preprocessing comes from the checkpoint), or bare with ``preprocessing=False``.
+        preprocessing: put the training preprocessing in front (default), or return the bare
+            network.
         device: where to put it.
         code_dir: the folder holding a ``"file.py:Class"`` model's file (default: the working
             directory; see :func:`build_model_from`).
@@ -311,16 +373,41 @@ def load_model(
 
     Example::
 
-        model = gs.load_model("runs/mnist_simplenet")           # its best checkpoint
-        model(x).argmax(1)
+        predictor = gs.load_model("runs/mnist_simplenet")     # its best checkpoint
+        predictor(images_uint8).argmax(1)                        # raw (N, 28, 28) uint8
+        net = gs.load_model("runs/mnist_simplenet", preprocessing=False)
+        net(predictor.preprocess(images_uint8))                  # the same outputs
 
     Never unpickles: weights come from ``model.safetensors`` after the manifest verifies.
     """
+    from gradstep.predictor import Predictor
+
     ckpt = open_checkpoint(path, _python_warning)
     if model is None:
-        model = build_model_from(ckpt.model_info, code_dir, ckpt.path, trust_code)
+        model = _rebuild(ckpt, code_dir, trust_code)
     load_weights(model, ckpt)
-    return model.to(device).eval()
+    model = model.to(device)
+    if preprocessing:
+        return Predictor(model, ckpt.model_info).to(device).eval()
+    return model.eval()
+
+
+def _rebuild(ckpt: Checkpoint, code_dir: str | Path | None, trust_code: bool) -> nn.Module:
+    """:func:`build_model_from`, with a hint when the model was an instance whose constructor
+    did not record its arguments (the checkpoint names a class but no args)."""
+    try:
+        return build_model_from(ckpt.model_info, code_dir, ckpt.path, trust_code)
+    except CheckpointError as err:
+        from gradstep.models import ZOO
+
+        name, args = ckpt.model_info.get("name"), ckpt.model_info.get("args")
+        if args or name in ZOO or "cannot rebuild" not in str(err):
+            raise
+        raise CheckpointError(
+            f"{err}. If the model was passed to fit() as an instance, record its constructor "
+            "arguments with gs.save_init_args(self) in its __init__, or build it yourself: "
+            "gs.load_model(path, model=MyNet(...))"
+        ) from None
 
 
 def _python_warning(message: str) -> None:
@@ -336,7 +423,8 @@ def load_for_inference(
     trust_code: bool = False,
     warn: Warn | None = None,
 ) -> tuple[Checkpoint, nn.Module]:
-    """The verified checkpoint and its rebuilt model with the weights, in eval mode."""
+    """The verified checkpoint and its rebuilt bare model with the weights, in eval mode (it
+    takes prepared input: see :func:`gradstep.inference.prepare_input`)."""
     ckpt = open_checkpoint(path, warn)
     model = build_model_from(ckpt.model_info, code_dir, ckpt.path, trust_code)
     load_weights(model, ckpt)

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ def data_fingerprint(data: Any) -> str:
     n = len(ds)
     h.update(f"{type(ds).__qualname__}:{n}".encode())
     for i in {0, n - 1} if n else ():
-        for part in ds[i] if isinstance(ds[i], tuple | list) else (ds[i],):
+        sample = ds[i]  # read once: a Dataset's __getitem__ may cost a file read
+        for part in sample if isinstance(sample, tuple | list) else (sample,):
             h.update(repr(torch.as_tensor(part).tolist()).encode())
     return h.hexdigest()
 
@@ -68,8 +69,9 @@ def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint | None, 
 
     ``target`` is a run directory (its newest checkpoint that verifies; corrupt or partial ones
     are skipped with a warning; a run with checkpoints none of which verifies is an error) or
-    one checkpoint directory (that one, or an error). Changes nothing on disk but stale
-    ``.tmp-*`` directories.
+    one checkpoint directory (that one, or an error). Changes nothing on disk: a killed run's
+    stale ``.tmp-*`` directories are removed by :meth:`ResumePlan.prepare`, under the run's
+    lock (they may be the live writes of a run that is still going).
     """
     run_dir = target
     if (target / "manifest.json").is_file() or target.name in ("best", "latest"):
@@ -84,7 +86,6 @@ def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint | None, 
                 f"{target}: not a checkpoint inside a run directory (RUN/checkpoints/step-N); "
                 "resume continues a run in its own directory"
             )
-        remove_stale_tmp(folder)  # a killed run's half-written or spare directories
     else:
         if not (target / "config.toml").is_file():
             if not target.exists():
@@ -94,7 +95,6 @@ def find_resume_checkpoint(target: Path, warn: Any) -> tuple[Checkpoint | None, 
         folder = target / "checkpoints"
         if folder.is_symlink():  # the run's own checkpoints, never another run's
             raise CheckpointError(f"{folder}: a symlink; a run's checkpoints are its own")
-        remove_stale_tmp(folder)
         found, skipped = newest_good(folder)
         for line in skipped:
             warn(line)
@@ -193,19 +193,44 @@ def callback_keys(callbacks: list[Any]) -> dict[str, Any]:
     return keys
 
 
+def reopen(state: Any, callbacks: list[Any]) -> None:
+    """Let a restored run that stopped go on when the reason no longer holds: a signal
+    interrupted it (``stop_reason = "interrupted"``, never finished); ``max_steps`` was
+    raised; or early stopping stopped it and now would not (its patience raised past the
+    epochs it waited, or early stopping turned off)."""
+    from gradstep.callbacks.early_stopping import EarlyStopping
+
+    reason = state.stop_reason or ""
+    if reason == "interrupted" and not state.should_stop:
+        state.stop_reason = None
+    elif reason == "max_steps" and (state.max_steps is None or state.global_step < state.max_steps):
+        state.should_stop, state.stop_reason = False, None
+    elif state.should_stop and reason.startswith("early stopping"):
+        stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
+        if all(s.wait < s.patience for s in stoppers):
+            state.should_stop, state.stop_reason = False, None
+            for s in stoppers:
+                s.stopped_epoch = None
+
+
 @dataclass
 class ResumePlan:
     """A resume, decided before anything is written: the checkpoint (None: the run has none
     that verifies and starts again) and the run directory it belongs to.
 
     The trainer calls :meth:`load_into` as soon as model and optimizer exist (what can fail does,
-    before anything is written), :meth:`prepare` once it starts writing (main process only),
-    :meth:`restore` once the run is built, and :meth:`reseed` last, right before the loop.
+    before anything is written), :meth:`settle` to decide what the resumed config changes (or
+    refuse it), :meth:`prepare` once it holds the run's lock and starts writing (main process
+    only), :meth:`restore` once the run is built, and :meth:`reseed` last, right before the loop.
     """
 
     ckpt: Checkpoint | None
     run_dir: Path
     saved: dict[str, Any]
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    """Every config change of the run's resumes: earlier ones (from the checkpoint), then
+    this one's (see :meth:`settle`)."""
+    new_changes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def find(cls, target: Path, fingerprint: dict[str, Any], force: bool, warn: Any) -> ResumePlan:
@@ -264,11 +289,47 @@ class ResumePlan:
                     if why is not None:
                         raise CheckpointError(f"{where}: {owner}'s best weights: {why}")
 
+    def settle(
+        self, cfg: Any, controls: Any, *, force: bool, batches: int, warn: Any
+    ) -> list[dict[str, Any]]:
+        """Fit the resumed run's config ``cfg`` to the run it continues, before anything is
+        written: ``run.name`` / ``run.dir`` are the run's own; a length schedule keeps its
+        length (:meth:`Controls.keep_schedule_length`); and every other difference from the
+        checkpoint's config is a recorded change or refused (see
+        :mod:`gradstep.checkpoint.changes`). Returns :attr:`changes`."""
+        from gradstep.checkpoint.changes import previous_changes, resume_changes
+
+        cfg.run.name = self.run_dir.name
+        saved = self.saved.get("config")
+        if self.ckpt is None or not isinstance(saved, dict):
+            return []  # a run starting again uses its config from step 0: nothing changes
+        where = self.ckpt.path
+        earlier = previous_changes(self.saved, where)
+        run = saved.get("run")
+        if isinstance(run, dict) and isinstance(run.get("dir"), str) and run["dir"]:
+            cfg.run.dir = run["dir"]
+        controls.keep_schedule_length(saved, batches, warn)
+        self.new_changes = resume_changes(
+            saved,
+            cfg.model_dump(),
+            progress=self.saved["progress"],
+            batches=batches,
+            force=force,
+            where=self.run_dir,
+        )
+        self.changes = [*earlier, *self.new_changes]
+        return self.changes
+
+    def changed(self, key: str) -> bool:
+        """Whether this resume changes ``key`` (``"optim.lr"``)."""
+        return any(c["key"] == key for c in self.new_changes)
+
     def prepare(self, config_toml: str, warn: Any) -> Path:
         """Set the run directory up for the continued run; return it."""
         from gradstep.rundir import write_atomic
 
         step = self.ckpt.step if self.ckpt is not None else 0
+        remove_stale_tmp(self.run_dir / "checkpoints")  # a killed run's half-written directories
         orphan_newer(self.run_dir / "checkpoints", step, warn)
         write_atomic(self.run_dir / "config.toml", config_toml)
         truncate_metrics(self.run_dir / "metrics.jsonl", self.saved.get("metrics_bytes", 0))
@@ -291,10 +352,11 @@ class ResumePlan:
             else f"the end of epoch {state.epoch}"
         )
         say(f"  resumed from {self.ckpt.path.name} (step {state.global_step}, {where})")
-        if state.stop_reason == "max_steps" and (
-            state.max_steps is None or state.global_step < state.max_steps
-        ):
-            state.should_stop, state.stop_reason = False, None  # max_steps was raised
+        from gradstep.checkpoint.changes import describe
+
+        for change in self.new_changes:
+            say(f"  changed: {describe(change)}")
+        reopen(state, parts["callbacks"])
         if state.should_stop or (not state.in_epoch and state.epoch >= state.epochs):
             say(
                 f"  the run had already finished ({state.stop_reason or 'completed'}); "

@@ -40,6 +40,32 @@ def run_fingerprint(cfg: Config, batch_size: int | None, train_data: Any) -> dic
     }
 
 
+def run_model_info(
+    cfg: Config, data: Any, *, task: str, outputs: int, base_dir: Path | None
+) -> dict[str, Any]:
+    """What every checkpoint of this run records in ``model.json`` — the model's name and
+    args, the task, the training sample shape and normalisation — built from the run's parts.
+
+    The in-memory ``result.predictor`` and ``state.preprocess`` use this same record, so they
+    prepare input exactly as a predictor loaded from the run's checkpoints does."""
+    x, _ = preflight.probe(data.train)
+    return model_info(
+        name=cfg.model.name,
+        args=cfg.model.args,
+        base_dir=base_dir,
+        task=task,
+        loss=cfg.train.loss,
+        sample_shape=tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else (),
+        outputs=outputs,
+        normalizer=data.normalizer,
+        source=cfg.data.source,
+        target=cfg.data.target,
+        features=getattr(data, "features", None),
+        pixels=getattr(data, "pixels", False),
+        input_range=getattr(data, "input_range", None),
+    )
+
+
 def make_checkpointer(
     cfg: Config,
     run_dir: Path,
@@ -55,20 +81,9 @@ def make_checkpointer(
     warn: Callable[[str], None],
     before_save: Callable[[Any], bool] | None = None,
 ) -> Checkpointer:
-    """The run's checkpoint callback; give it the run's callbacks (``snapshot.callbacks``)."""
-    x, _ = preflight.probe(data.train)
-    info = model_info(
-        name=cfg.model.name,
-        args=cfg.model.args,
-        base_dir=base_dir,
-        task=task,
-        loss=cfg.train.loss,
-        sample_shape=tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else (),
-        outputs=outputs,
-        normalizer=data.normalizer,
-        source=cfg.data.source,
-        target=cfg.data.target,
-    )
+    """The run's checkpoint callback; give it the run's callbacks (``snapshot.callbacks``).
+    ``model`` is the module whose weights are saved (a compiled model's own module)."""
+    info = run_model_info(cfg, data, task=task, outputs=outputs, base_dir=base_dir)
     c = cfg.checkpoint
     metrics_path = run_dir / "metrics.jsonl"
     snapshot = RunSnapshot(

@@ -64,8 +64,18 @@ def model_info(
     normalizer: Any,
     source: str,
     target: str,
+    features: list[str] | tuple[str, ...] | None = None,
+    pixels: bool = False,
+    input_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """``model.json``: what rebuilding the model and preparing its input need."""
+    """``model.json``: what rebuilding the model and preparing its input need.
+
+    ``input`` says how raw input becomes what the network takes (see
+    :func:`gradstep.inference.prepare_input`): ``sample_shape``; ``features``, the CSV feature
+    columns' names in training order (predict and eval pick them by name); ``pixels``, whether
+    the training input was 8-bit pixels divided by ``uint8_divisor`` (then integer pixel arrays
+    are scaled the same way); ``range``, the training input's ``[min, max]`` before
+    normalisation (a float image in 0-255 where training saw [0, 1] is warned about)."""
     return {
         "name": name,
         "args": args,
@@ -78,6 +88,9 @@ def model_info(
             "source": source,
             "target": target,
             "uint8_divisor": 255,  # uint8 pixels are divided as the MNIST source divides them
+            "features": list(features) if features else None,
+            "pixels": bool(pixels),
+            "range": list(input_range) if input_range is not None else None,
         },
         "normalize": normalizer_json(normalizer),
     }

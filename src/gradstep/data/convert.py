@@ -1,9 +1,11 @@
 """Turn what users hand us — tensors, numpy arrays, lists, Datasets, DataLoaders — into one form.
 
 In-memory data becomes a ``(X, y)`` pair of tensors (float64 features become float32, the dtype
-of PyTorch's parameters; integer labels become int64) so it can be batched by slicing whole
-tensors. A ``TensorDataset`` of two tensors counts as in-memory too. Any other ``Dataset`` or a
-``DataLoader`` is kept as it is and goes through ``DataLoader``.
+of PyTorch's parameters; uint8 features are 8-bit pixels and become float32 in [0, 1], divided by
+255 as torchvision's ``ToTensor`` and the MNIST source divide them; integer labels become int64)
+so it can be batched by slicing whole tensors. A ``TensorDataset`` of two tensors counts as
+in-memory too. Any other ``Dataset`` or a ``DataLoader`` is kept as it is and goes through
+``DataLoader``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ TensorPair = tuple[torch.Tensor, torch.Tensor]
 DataLike = TensorPair | Dataset | DataLoader
 
 
-def _tensor(a: Any, what: str) -> torch.Tensor:
+def is_pixels(a: Any) -> bool:
+    """Whether features ``a`` are 8-bit pixels (uint8), which :func:`to_data` scales to [0, 1]."""
+    dtype = getattr(a, "dtype", None)
+    return dtype == torch.uint8 or dtype == np.uint8
+
+
+def _tensor(a: Any, what: str, pixels: bool = False) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         t = a
     else:
@@ -28,6 +36,8 @@ def _tensor(a: Any, what: str) -> torch.Tensor:
             t = torch.as_tensor(np.asarray(a))
         except (TypeError, ValueError, RuntimeError) as err:
             raise UserError(f"{what}: cannot be made a tensor: {err}") from None
+    if pixels and t.dtype == torch.uint8:
+        return t.float() / 255.0
     if t.dtype == torch.float64:
         t = t.float()
     elif t.dtype in (torch.int8, torch.int16, torch.int32, torch.uint8):
@@ -50,7 +60,7 @@ def to_data(obj: Any, what: str) -> DataLike:
             raise UserError(f"{what}: the dataset is empty")
         return obj
     if isinstance(obj, tuple | list) and len(obj) == 2:
-        x, y = _tensor(obj[0], f"{what} X"), _tensor(obj[1], f"{what} y")
+        x, y = _tensor(obj[0], f"{what} X", pixels=True), _tensor(obj[1], f"{what} y")
         if x.ndim == 0 or y.ndim == 0:
             raise UserError(
                 f"{what}: X and y need a sample dimension, got shapes "

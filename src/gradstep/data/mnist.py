@@ -125,6 +125,40 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
             os.unlink(tmp)
 
 
+def is_idx_file(path: Path) -> bool:
+    """Whether ``path``'s name is an IDX file's (``train-images-idx3-ubyte.gz``, ``x.idx``)."""
+    name = path.name.lower()
+    return "-idx" in name or name.endswith((".idx", "-ubyte", "-ubyte.gz"))
+
+
+def labels_beside(images: Path) -> Path | None:
+    """The labels file that goes with an IDX images file (``idx3`` -> ``idx1``, ``images`` ->
+    ``labels``), or None if the name has neither."""
+    name = images.name.replace("idx3", "idx1").replace("images", "labels")
+    return images.with_name(name) if name != images.name else None
+
+
+def load_idx_pair(images: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One IDX images file and its labels file beside it, as :func:`load_mnist` returns them:
+    float32 ``(N, 1, H, W)`` in [0, 1] and int64 labels."""
+    labels = labels_beside(images)
+    if labels is None or not labels.is_file():
+        expected = f" ({labels.name})" if labels is not None else ""
+        raise UserError(
+            f"{images}: no labels file beside it{expected}; name the images file "
+            "(…-images-idx3-ubyte) with its labels file (…-labels-idx1-ubyte) in the same folder"
+        )
+    x, y = read_idx(images), read_idx(labels)
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+        raise UserError(
+            f"{images}: expected N×H×W images and N labels in {labels.name}, "
+            f"got {x.shape} and {y.shape}"
+        )
+    return torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(
+        y.astype(np.int64)
+    )
+
+
 def load_mnist(
     root: Path, download_missing: bool = True, mirrors: list[str] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -47,8 +47,24 @@ class Normalizer:
         Normalizer.from_state_dict(norm.state_dict())(x_new)
     """
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, *, given: bool = False) -> None:
         self.mean, self.std = mean, std
+        self.given = given  # the constants came from [data] normalize = [mean, std], not a fit
+
+    @classmethod
+    def given_constants(
+        cls,
+        mean: list[float],
+        std: list[float],
+        shape: tuple[int, ...],
+        dtype: torch.dtype = torch.float32,
+    ) -> Normalizer:
+        """Constants the user chose (``Normalize((0.1307,), (0.3081,))``), shaped to broadcast
+        over a batch: ``(1, C, 1, 1)`` per channel, ``(1, F)`` per feature, all ones for one
+        number."""
+        m = torch.tensor(mean, dtype=torch.float64).reshape(shape).to(dtype)
+        s = torch.tensor(std, dtype=torch.float64).reshape(shape).to(dtype)
+        return cls(m, s, given=True)
 
     @classmethod
     def fit(cls, x: torch.Tensor) -> Normalizer:

@@ -6,12 +6,14 @@ Each source returns training data and, when the source has a separate validation
 =================  ===========================================================================
 source             what it gives
 =================  ===========================================================================
-``random``         ``randn(n, features)`` features, ``randint(classes)`` labels (the tutorials')
+``random``         ``randn(n, n_features)`` features, ``randint(classes)`` labels (the tutorials')
 ``circles``        scikit-learn ``make_circles(n, noise, factor)``
 ``moons``          scikit-learn ``make_moons(n, noise)``
 ``digits``         scikit-learn's 1,797 8×8 digits as (N, 1, 8, 8) images in [0, 1]
-``mnist``          IDX files in ``path`` (see :mod:`gradstep.data.mnist`), (N, 1, 28, 28)
-``csv``            a header row; ``target`` names the label column, the rest are features
+``mnist``          IDX files in the folder ``path`` (see :mod:`gradstep.data.mnist`), or ``path``
+                   an IDX images file with its labels file beside it; (N, 1, 28, 28) in [0, 1]
+``csv``            a header row; ``target`` names the label column, ``features`` (or all but
+                   ``drop``) the features, by name (see :mod:`gradstep.data.table`)
 ``npz``            arrays ``X`` and ``y`` (loaded without pickle)
 ``file.py:fn``     ``fn()`` returns ``(X, y)``, a Dataset, or a ``(train, val)`` pair of them
 =================  ===========================================================================
@@ -21,13 +23,16 @@ A file that is not what its source expects (empty, truncated, not UTF-8, a ``.np
 large to allocate, and a ``file.py:fn`` that cannot be called without arguments or returns
 something that is not data. An error raised *inside* a user's data function is a bug in it and
 keeps its traceback.
+
+:func:`load` also says what the checkpoint must record about the input: the CSV feature columns'
+names, and whether the samples were 8-bit pixels scaled by 1/255 (MNIST).
 """
 
 from __future__ import annotations
 
-import csv
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from gradstep.config import DataSection
 from gradstep.data.convert import DataLike, to_data
-from gradstep.data.mnist import load_mnist
+from gradstep.data.mnist import is_idx_file, load_idx_pair, load_mnist
+from gradstep.data.table import read_csv
 from gradstep.errors import UserError, first_line
 from gradstep.importing import is_import_spec, load_object
 
@@ -45,19 +51,36 @@ BUILTIN = ("digits", "random", "circles", "moons", "mnist", "csv", "npz")
 _FILE_SOURCES = ("mnist", "csv", "npz")
 
 
+@dataclass
+class Loaded:
+    """What a source gave: data, a description, and facts about the input to record."""
+
+    train: DataLike
+    val: DataLike | None
+    description: str
+    features: list[str] | None = None  # CSV feature columns, in order
+    pixels: bool = False  # 8-bit pixels, divided by 255 (the MNIST source)
+
+
 def load_source(
     cfg: DataSection, seed: int, base_dir: Path | None = None
 ) -> tuple[DataLike, DataLike | None, str]:
     """Return ``(train, val_or_None, description)`` for ``[data] source``."""
+    loaded = load(cfg, seed, base_dir)
+    return loaded.train, loaded.val, loaded.description
+
+
+def load(cfg: DataSection, seed: int, base_dir: Path | None = None) -> Loaded:
+    """Load ``[data] source`` (see the module docstring)."""
     source = cfg.source
     if cfg.val_path is not None and source not in _FILE_SOURCES:
         raise UserError(f"[data] val_path is for the mnist, csv and npz sources, not {source!r}")
     if source == "random":
         x, y = _generate(cfg, lambda: _random(cfg, seed))
-        return (
+        return Loaded(
             (x, y),
             None,
-            f"random: {cfg.n} samples, {cfg.features} features, {cfg.classes} classes",
+            f"random: {cfg.n} samples, {cfg.n_features} features, {cfg.classes} classes",
         )
     if source in ("circles", "moons"):
         from sklearn import datasets
@@ -73,22 +96,26 @@ def load_source(
             x, y = _generate(
                 cfg, lambda: datasets.make_moons(cfg.n, noise=cfg.noise, random_state=seed)
             )
-        return to_data((x, y), source), None, f"{source}: {cfg.n} samples, noise {cfg.noise}"
+        desc = f"{source}: {cfg.n} samples, noise {cfg.noise}"
+        return Loaded(to_data((x, y), source), None, desc)
     if source == "digits":
         from sklearn.datasets import load_digits
 
         d = load_digits()
         x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)
-        return (x, torch.from_numpy(d.target.astype(np.int64))), None, "digits: 1797 8×8 images"
+        y = torch.from_numpy(d.target.astype(np.int64))
+        return Loaded((x, y), None, "digits: 1797 8×8 images")
     if source in _FILE_SOURCES:
         loader = {"mnist": _mnist, "csv": _csv, "npz": _npz}[source]
-        train, desc = loader(cfg, _resolve(cfg.path, source, base_dir, "path"))
+        train, desc, names = loader(cfg, _resolve(cfg.path, source, base_dir, "path"))
         val = None
         if cfg.val_path is not None:
-            val, _ = loader(cfg, _resolve(cfg.val_path, source, base_dir, "val_path"))
-        return train, val, desc
+            # the training file's feature columns, picked by name from the validation file
+            val_path = _resolve(cfg.val_path, source, base_dir, "val_path")
+            val, _, _ = loader(cfg, val_path, names) if names else loader(cfg, val_path)
+        return Loaded(train, val, desc, names, pixels=source == "mnist")
     if is_import_spec(source):
-        return _from_function(source, base_dir)
+        return Loaded(*_from_function(source, base_dir))
     raise UserError(
         f"[data] source = {source!r}: expected one of {', '.join(BUILTIN)} or 'file.py:function'"
     )
@@ -96,14 +123,14 @@ def load_source(
 
 def _random(cfg: DataSection, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(cfg.n, cfg.features, generator=g)
+    x = torch.randn(cfg.n, cfg.n_features, generator=g)
     return x, torch.randint(0, cfg.classes, (cfg.n,), generator=g)
 
 
 def _generate(cfg: DataSection, make: Callable[[], Any]) -> Any:
     """Run a generated source's ``make``, turning a failed allocation into a UserError.
 
-    The config bounds ``n`` and ``n × features``; this is for a machine with less memory than
+    The config bounds ``n`` and ``n × n_features``; this is for a machine with less memory than
     those bounds assume (torch raises ``RuntimeError: ... can't allocate memory``, NumPy
     ``MemoryError``)."""
     try:
@@ -125,15 +152,19 @@ def _resolve(path: str | None, source: str, base_dir: Path | None, key: str) -> 
     p = Path(path).expanduser()
     if not p.is_absolute() and base_dir is not None and (base_dir / p).exists():
         p = base_dir / p
-    if source != "mnist" and not p.exists():
+    # an MNIST folder may be missing (it is downloaded into); an IDX file may not
+    if (source != "mnist" or is_idx_file(p)) and not p.exists():
         raise UserError(f"[data] {key} = {path!r}: file not found")
     return p
 
 
-def _mnist(cfg: DataSection, root: Path) -> tuple[DataLike, str]:
+def _mnist(cfg: DataSection, root: Path) -> tuple[DataLike, str, None]:
+    if root.is_file():
+        x, y = load_idx_pair(root)
+        return (x, y), f"mnist: {len(x)} images from {root}", None
     x, y, split = load_mnist(root, download_missing=cfg.download)
     note = "" if split == "train" else " (the official test split; no training files found)"
-    return (x, y), f"mnist: {len(x)} images from {root}{note}"
+    return (x, y), f"mnist: {len(x)} images from {root}{note}", None
 
 
 def _labels(values: np.ndarray) -> np.ndarray:
@@ -147,42 +178,29 @@ def _labels(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _csv(cfg: DataSection, path: Path) -> tuple[DataLike, str]:
-    try:
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:  # csv.Error: a NUL byte, ...
-        raise UserError(f"{path}: cannot read as CSV: {first_line(err)}") from None
-    if not rows:
-        raise UserError(f"{path}: empty CSV file (expected a header row)")
-    header = [h.strip() for h in rows[0]]
-    if cfg.target not in header:
-        from gradstep.errors import did_you_mean
-
-        raise UserError(
-            f"{path}: no column [data] target = {cfg.target!r}{did_you_mean(cfg.target, header)}; "
-            f"columns: {', '.join(header)}"
+def _csv(
+    cfg: DataSection, path: Path, features: list[str] | None = None
+) -> tuple[DataLike, str, list[str]]:
+    """``features``: the columns to take (the training file's, for ``val_path``)."""
+    if features is not None:
+        table = read_csv(
+            path,
+            target=cfg.target,
+            need_target=True,
+            features=features,
+            why="a column of the training file",
         )
-    t = header.index(cfg.target)
-    body = [r for r in rows[1:] if any(c.strip() for c in r)]
-    if not body:
-        raise UserError(f"{path}: the dataset is empty (a header but no rows)")
-    table = np.empty((len(body), len(header)), dtype=np.float64)
-    for i, row in enumerate(body):
-        if len(row) != len(header):
-            raise UserError(f"{path}:{i + 2}: {len(row)} fields, the header has {len(header)}")
-        for j, cell in enumerate(row):
-            try:
-                table[i, j] = float(cell)
-            except ValueError:
-                raise UserError(
-                    f"{path}:{i + 2}: column {header[j]!r}: {cell!r} is not a number"
-                ) from None
-    x = np.delete(table, t, axis=1)
-    return to_data((x, _labels(table[:, t])), str(path)), f"csv: {len(body)} rows from {path}"
+    else:
+        table = read_csv(
+            path, target=cfg.target, need_target=True, features=cfg.features, drop=cfg.drop
+        )
+    assert table.y is not None
+    data = to_data((table.x, _labels(table.y)), str(path))
+    chosen = f", {len(table.features)} feature columns" if cfg.features or cfg.drop else ""
+    return data, f"csv: {len(table.x)} rows{chosen} from {path}", table.features
 
 
-def _npz(cfg: DataSection, path: Path) -> tuple[DataLike, str]:
+def _npz(cfg: DataSection, path: Path) -> tuple[DataLike, str, None]:
     """Arrays ``X`` and ``y`` of an ``.npz`` file. np.load reads a 0-byte file as EOFError, a
     ``.npy`` as one array (not an archive), text as pickled data (refused)."""
     if path.is_file() and path.stat().st_size == 0:
@@ -200,9 +218,8 @@ def _npz(cfg: DataSection, path: Path) -> tuple[DataLike, str]:
         if isinstance(err, UserError):
             raise
         raise UserError(f"{path}: cannot read as .npz: {first_line(err)}") from None
-    return to_data((x, _labels(y) if y.dtype.kind == "f" else y), str(path)), (
-        f"npz: {len(x)} samples from {path}"
-    )
+    data = to_data((x, _labels(y) if y.dtype.kind == "f" else y), str(path))
+    return data, f"npz: {len(x)} samples from {path}", None
 
 
 def _from_function(spec: str, base_dir: Path | None) -> tuple[DataLike, DataLike | None, str]:

@@ -16,6 +16,8 @@ constructor parameter               inferred value
 ==================================  =========================================================
 
 The resolved arguments are what the run records, so the model can be rebuilt without the data.
+A model passed to ``trainer.fit`` as an instance records its own arguments with
+:func:`~gradstep.models.instance.save_init_args` (see :mod:`gradstep.models.instance`).
 
 Arguments that cannot make a model are a :class:`~gradstep.errors.UserError` naming
 ``[model.args]``: a zoo model's own checks (:class:`~gradstep.models.zoo.ModelArgError`), a
@@ -36,6 +38,7 @@ from torch import nn
 
 from gradstep.errors import UserError, did_you_mean, first_line
 from gradstep.importing import is_import_spec, load_object
+from gradstep.models.instance import save_init_args, unwrap_compiled
 from gradstep.models.zoo import CNN, MLP, ZOO, ModelArgError, SimpleNet, short_repr
 
 __all__ = [
@@ -48,6 +51,8 @@ __all__ = [
     "SimpleNet",
     "build_model",
     "resolve_model_class",
+    "save_init_args",
+    "unwrap_compiled",
 ]
 
 MAX_ZOO_PARAMETERS = 1_000_000_000

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradstep.models.instance import save_init_args
+
 
 class ModelArgError(ValueError):
     """A built-in model's constructor argument is out of range: ``key = value``, ``expected``.
@@ -80,6 +82,7 @@ class SimpleNet(nn.Module):
         self.fc1 = nn.Linear(input_size, hidden_size)
         self.relu = nn.ReLU()
         self.fc2 = nn.Linear(hidden_size, num_classes)
+        save_init_args(self)  # after the checks: an instance passed to fit can be rebuilt
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.relu(self.fc1(x.flatten(1))))
@@ -117,6 +120,7 @@ class MLP(nn.Module):
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
+        save_init_args(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
@@ -158,6 +162,7 @@ class CNN(nn.Module):
             nn.Linear(hidden, num_classes),
         )
         self.image_size = image_size
+        save_init_args(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2:  # flattened square images
