@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -118,3 +120,74 @@ def test_resume_via_the_command_line(tmp_path, reference):
     assert proc.returncode == 0, proc.stderr
     assert "resumed from step-00000" in proc.stdout
     assert_identical(tmp_path / "cli", reference)
+
+
+def _start_paused(runs: Path, name: str, step: int) -> subprocess.Popen:
+    """A child training ``name`` that waits in step ``step``'s end (mid-epoch 2, writing)."""
+    args = [sys.executable, str(CHILD), str(runs), name, f"pause:{step}"]
+    child = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    flag = runs / f"{name}.paused"
+    for _ in range(6000):  # at most a minute
+        if flag.exists() or child.poll() is not None:
+            break
+        time.sleep(0.01)
+    assert flag.exists(), child.communicate(timeout=60)[1][-2000:]
+    return child
+
+
+def _go(runs: Path, name: str) -> None:
+    (runs / f"{name}.go").write_text("")
+
+
+def test_a_second_writer_is_refused_naming_the_pid_and_a_kill_9_leaves_no_lock(tmp_path, reference):
+    child = _start_paused(tmp_path, "locked", 8)
+    try:
+        run = tmp_path / "locked"
+        before = (run / "metrics.jsonl").read_bytes()
+        second = subprocess.run(
+            [sys.executable, "-m", "gradstep.cli", "resume", str(run)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip().splitlines() == [
+            f"gradstep: error: {run} is being written by another process (pid {child.pid}, "
+            "a gradstep fit or resume); wait for it to end, or stop it"
+        ]
+        assert (run / "metrics.jsonl").read_bytes() == before  # nothing cut back or appended
+        child.kill()  # SIGKILL: the operating system drops the lock with the process
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=60)
+    proc = run_child(tmp_path, "locked", "none", resume=True)  # no stale lock to clean up
+    assert proc.returncode == 0, proc.stderr
+    assert_identical(run, reference)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_from_outside_stops_after_the_step_and_resume_is_bit_identical(
+    tmp_path, reference, sig, code
+):
+    child = _start_paused(tmp_path, "signalled", 9)  # step 9: mid-epoch 2, no checkpoint due
+    try:
+        child.send_signal(sig)
+        _go(tmp_path, "signalled")
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=60)
+    run = tmp_path / "signalled"
+    assert child.returncode == code, err[-2000:]
+    assert b"at step 9 " in err and f"gradstep resume {run}".encode() in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == "interrupted" and summary["global_step"] == 9
+    assert open_checkpoint(run / "checkpoints" / "latest").step == 9
+    proc = run_child(tmp_path, "signalled", "none", resume=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "summary.json").read_text())["resumed_from"]["step"] == 9
+    assert_identical(run, reference)

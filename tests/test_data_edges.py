@@ -376,3 +376,44 @@ def test_normalize_mean_std_sets_the_constants_instead_of_fitting_them(tmp_path)
         validate_config({"data": {"normalize": [0.5, 0.0]}})
     assert validate_config({"data": {"normalize": False}}).data.normalize is False
     assert prepare_data(validate_config({}), "multiclass", (xt, yt)).normalizer.given is False
+
+
+def _pixels_fn_module(folder: Path) -> None:
+    (folder / "pixels_data.py").write_text(
+        "import numpy as np\n"
+        "def make():\n"
+        "    g = np.random.default_rng(0)\n"
+        "    return g.integers(0, 256, (40, 6, 5), dtype=np.uint8), np.arange(40) % 2\n"
+    )
+
+
+@pytest.mark.parametrize("how", ["npz", "function", "tensors"])
+def test_uint8_images_without_a_channel_are_recorded_as_pixels_and_one_grey_channel(
+    tmp_path, monkeypatch, how
+):
+    """(N, H, W) uint8 from an npz, a data function or in memory: divided by 255, recorded as
+    8-bit pixels in model.json, and normalised with one mean/std — not one per image row."""
+    g = np.random.default_rng(0)
+    x = g.integers(0, 256, (40, 6, 5), dtype=np.uint8)
+    x[:, 0] = 255  # row 0 bright: per-row statistics would differ from the image's
+    y = np.arange(40) % 2
+    settings = dict(run_dir=str(tmp_path / "runs"), val_split=0.0, **QUIET)
+    if how == "npz":
+        np.savez(tmp_path / "d.npz", X=x, y=y)
+        result = gs.Trainer(data_path=str(tmp_path / "d.npz"), **settings).fit()
+    elif how == "function":
+        monkeypatch.chdir(tmp_path)
+        _pixels_fn_module(tmp_path)
+        x = np.random.default_rng(0).integers(0, 256, (40, 6, 5), dtype=np.uint8)
+        result = gs.Trainer(source="pixels_data.py:make", **settings).fit()
+    else:
+        result = gs.Trainer(**settings).fit(train=(torch.from_numpy(x), torch.from_numpy(y)))
+    info = json.loads((result.run_dir / "checkpoints" / "latest" / "model.json").read_text())
+    assert info["input"]["pixels"] is True
+    unit = x.astype(np.float64) / 255
+    assert info["normalize"]["mean"]["values"] == pytest.approx([unit.mean()], rel=1e-5)
+    assert info["normalize"]["std"]["values"] == pytest.approx([unit.std()], rel=1e-5)
+    predictor = gs.load_model(result.run_dir / "checkpoints" / "latest")
+    with torch.no_grad():
+        raw = predictor(torch.from_numpy(x))  # 8-bit pixels as the file holds them
+        assert torch.allclose(predictor(torch.from_numpy(x).float() / 255), raw, atol=1e-6)

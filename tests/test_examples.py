@@ -43,3 +43,23 @@ def test_python_api_example_runs():
     )
     assert proc.returncode == 0, proc.stderr
     assert "final validation accuracy: 0.9" in proc.stdout
+
+
+@pytest.mark.parametrize("data", ["breast_cancer", "mnist"])
+def test_the_newcomer_path_gives_validations_accuracy(data, request):
+    """fit -> gs.load_model -> call it on the validation rows as the file holds them: the
+    accuracy validation reported (README: what a loaded model expects)."""
+    args = [data] + ([str(request.getfixturevalue("mnist_dir"))] if data == "mnist" else [])
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "load_and_predict.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "the same accuracy"
+    results = [line.split(": ") for line in lines[-4 if data == "mnist" else -3 : -1]]
+    accuracies = {what.strip(): float(acc.rstrip("%")) for what, acc in results}
+    assert accuracies["validation"] > (90 if data == "mnist" else 93), accuracies
+    assert len(set(accuracies.values())) == 1, accuracies

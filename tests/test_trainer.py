@@ -275,6 +275,26 @@ def test_a_compiled_model_is_checkpointed_as_the_module_it_wraps(runs, tmp_path)
     assert resumed.summary["epochs_completed"] == 2
 
 
+def test_early_stopping_keeps_a_compiled_models_best_weights_under_the_modules_keys(runs):
+    """The best weights early stopping keeps (and checkpoints) are the wrapped module's: a
+    resume with the plain module, and the restore at the end, both take them."""
+    from gradstep.checkpoint.files import read_tensors
+
+    x, y = blobs(64)
+    net = Widths(4, 3)
+    settings = dict(batch_size=32, progress=False, patience=5, lr=0.5, print_diagnosis=False)
+    result = trainer(runs, epochs=3, **settings).fit(
+        torch.compile(net, backend="eager"), train=(x, y)
+    )
+    ckpt = result.run_dir / "checkpoints" / "latest"
+    assert set(read_tensors(ckpt / "callbacks.safetensors")) == {
+        f"EarlyStopping/{k}" for k in net.state_dict()
+    }
+    resumed = trainer(runs, epochs=4, **settings).fit(
+        Widths(4, 3), train=(x, y), resume=result.run_dir
+    )
+    assert resumed.summary["epochs_completed"] == 4
+
 def test_more_outputs_than_classes_is_one_warning_at_start(runs, capsys):
     x, y = blobs(64)
     y = y % 2  # two classes

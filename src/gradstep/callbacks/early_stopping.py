@@ -26,6 +26,7 @@ import torch
 
 from gradstep.callbacks.base import Callback
 from gradstep.state import TrainState
+from gradstep.models.instance import unwrap_compiled
 
 
 class EarlyStopping(Callback):
@@ -69,7 +70,8 @@ class EarlyStopping(Callback):
             self.best_epoch, self.best_step = state.epoch, state.global_step
             if self.restore_best and state.model is not None:
                 self.best_weights = {
-                    k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()
+                    k: v.detach().to("cpu", copy=True)
+                    for k, v in unwrap_compiled(state.model).state_dict().items()
                 }
             return
         self.wait += 1
@@ -88,7 +90,7 @@ class EarlyStopping(Callback):
         """Put the best weights back (the trainer calls this after the final checkpoint)."""
         if not self.restore_best or self.best_weights is None:
             return False
-        model.load_state_dict(self.best_weights)
+        unwrap_compiled(model).load_state_dict(self.best_weights)  # keys without _orig_mod.
         self.restored = True
         return True
 

@@ -180,6 +180,37 @@ def previous_changes(saved: dict[str, Any], where: Path) -> list[dict[str, Any]]
     return [dict(r) for r in records]  # type: ignore[union-attr]
 
 
+def as_now(saved: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's config as this version of gradstep reads it: keys added since the run
+    was written get their defaults (what the older version did: ``[data] drop = []``), and old
+    names their new ones (``[data] features = 5`` is ``n_features``), so a run written by an
+    earlier version resumes without "changes" it never asked for. A config this version no
+    longer accepts as a whole is still compared key by key, each missing key taken as its
+    default."""
+    from gradstep.config import Config
+
+    try:
+        return Config.model_validate(saved).model_dump()
+    except Exception:
+        pass
+    merged = flatten(Config().model_dump())
+    flat = flatten(saved)
+    if isinstance(flat.get("data.features"), int) and not isinstance(flat["data.features"], bool):
+        flat.setdefault("data.n_features", flat.pop("data.features"))
+    merged.update(flat)
+    tree: dict[str, Any] = {}
+    for key, value in merged.items():
+        node = tree
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[last] = value
+    return tree
+
+
 def resume_changes(
     saved: dict[str, Any],
     current: dict[str, Any],
@@ -193,7 +224,7 @@ def resume_changes(
     ``current`` (both as ``Config.model_dump()`` gives them); raises :class:`UserError` naming
     every key that cannot change (see the module docstring)."""
     step = int(progress.get("global_step", 0))
-    old = resolved(json.loads(_json(saved)), batches)
+    old = resolved(json.loads(_json(as_now(saved))), batches)
     new = resolved(json.loads(_json(current)), batches)
     records, refused = [], []
     for key in sorted(old.keys() | new.keys()):

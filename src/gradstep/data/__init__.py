@@ -129,14 +129,20 @@ def _check_values(data: DataLike | None, what: str) -> tuple[float, float] | Non
     return None
 
 
-def _given_normalizer(constants: list[Any], x: torch.Tensor, what: str) -> Normalizer:
+def _given_normalizer(
+    constants: list[Any], x: torch.Tensor, what: str, grey: bool = False
+) -> Normalizer:
     """``[data] normalize = [mean, std]`` as a :class:`Normalizer` shaped for ``x``: one number
-    each for every feature, or one per feature (per channel for images ``(N, C, ...)``)."""
+    each for every feature, or one per feature (per channel for images ``(N, C, ...)``; one
+    channel for grey images ``(N, H, W)``: ``grey``)."""
     mean, std = constants
-    if not isinstance(mean, list):
+    if not isinstance(mean, list) or (grey and len(mean) == 1):
         shape = (1,) * max(x.ndim, 1)
-        return Normalizer.given_constants([mean], [std], shape, x.dtype)
-    width = x.shape[1] if x.ndim >= 2 else 1
+        values = mean if isinstance(mean, list) else [mean]
+        return Normalizer.given_constants(
+            values, std if isinstance(std, list) else [std], shape, x.dtype
+        )
+    width = 1 if grey else x.shape[1] if x.ndim >= 2 else 1
     if len(mean) != width:
         unit = "channels" if x.ndim > 2 else "features"
         raise UserError(
@@ -217,11 +223,13 @@ def prepare_data(
                 "transform instead, or set normalize = false"
             )
         assert isinstance(train_d, tuple)
-        normalizer = _given_normalizer(cfg.data.normalize, train_d[0], train_what)
+        grey = pixels and train_d[0].ndim == 3  # (N, H, W) 8-bit images: one channel
+        normalizer = _given_normalizer(cfg.data.normalize, train_d[0], train_what, grey)
     elif cfg.data.normalize:
         if _is_float_features(train_d):
             assert isinstance(train_d, tuple)
-            normalizer = Normalizer.fit(train_d[0])
+            # (N, H, W) 8-bit images are one grey channel, not H channels of W values
+            normalizer = Normalizer.fit(train_d[0], grey=pixels and train_d[0].ndim == 3)
         else:
             notes.append("normalize: skipped (features are not an in-memory float tensor)")
     if normalizer is not None:

@@ -67,8 +67,14 @@ class Normalizer:
         return cls(m, s, given=True)
 
     @classmethod
-    def fit(cls, x: torch.Tensor) -> Normalizer:
-        dims = [0] if x.ndim <= 2 else [0, *range(2, x.ndim)]
+    def fit(cls, x: torch.Tensor, *, grey: bool = False) -> Normalizer:
+        """Fit on ``x``; ``grey``: ``x`` is ``(N, H, W)`` single-channel images (8-bit pixels
+        without a channel dimension), one mean/std for all pixels — not one per image row, as
+        reading dimension 1 as channels would."""
+        if grey:
+            dims = list(range(x.ndim))
+        else:
+            dims = [0] if x.ndim <= 2 else [0, *range(2, x.ndim)]
         xd = x.double()
         mean = xd.mean(dim=dims, keepdim=True)[:1]
         std = xd.std(dim=dims, keepdim=True, unbiased=False)[:1] if len(x) > 1 else None

@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from gradstep.config import DataSection
-from gradstep.data.convert import DataLike, to_data
+from gradstep.data.convert import DataLike, is_pixels, to_data
 from gradstep.data.mnist import is_idx_file, load_idx_pair, load_mnist
 from gradstep.data.table import read_csv
 from gradstep.errors import UserError, first_line
@@ -59,7 +59,7 @@ class Loaded:
     val: DataLike | None
     description: str
     features: list[str] | None = None  # CSV feature columns, in order
-    pixels: bool = False  # 8-bit pixels, divided by 255 (the MNIST source)
+    pixels: bool = False  # 8-bit pixels, divided by 255 (MNIST; uint8 X of an npz or function)
 
 
 def load_source(
@@ -107,15 +107,16 @@ def load(cfg: DataSection, seed: int, base_dir: Path | None = None) -> Loaded:
         return Loaded((x, y), None, "digits: 1797 8×8 images")
     if source in _FILE_SOURCES:
         loader = {"mnist": _mnist, "csv": _csv, "npz": _npz}[source]
-        train, desc, names = loader(cfg, _resolve(cfg.path, source, base_dir, "path"))
+        train, desc, names, pixels = loader(cfg, _resolve(cfg.path, source, base_dir, "path"))
         val = None
         if cfg.val_path is not None:
             # the training file's feature columns, picked by name from the validation file
             val_path = _resolve(cfg.val_path, source, base_dir, "val_path")
-            val, _, _ = loader(cfg, val_path, names) if names else loader(cfg, val_path)
-        return Loaded(train, val, desc, names, pixels=source == "mnist")
+            val = (loader(cfg, val_path, names) if names else loader(cfg, val_path))[0]
+        return Loaded(train, val, desc, names, pixels=pixels)
     if is_import_spec(source):
-        return Loaded(*_from_function(source, base_dir))
+        train, val, desc, pixels = _from_function(source, base_dir)
+        return Loaded(train, val, desc, pixels=pixels)
     raise UserError(
         f"[data] source = {source!r}: expected one of {', '.join(BUILTIN)} or 'file.py:function'"
     )
@@ -158,13 +159,14 @@ def _resolve(path: str | None, source: str, base_dir: Path | None, key: str) -> 
     return p
 
 
-def _mnist(cfg: DataSection, root: Path) -> tuple[DataLike, str, None]:
+def _mnist(cfg: DataSection, root: Path) -> tuple[DataLike, str, None, bool]:
+    """The images (8-bit pixels divided by 255: ``True``) and labels, and a description."""
     if root.is_file():
         x, y = load_idx_pair(root)
-        return (x, y), f"mnist: {len(x)} images from {root}", None
+        return (x, y), f"mnist: {len(x)} images from {root}", None, True
     x, y, split = load_mnist(root, download_missing=cfg.download)
     note = "" if split == "train" else " (the official test split; no training files found)"
-    return (x, y), f"mnist: {len(x)} images from {root}{note}", None
+    return (x, y), f"mnist: {len(x)} images from {root}{note}", None, True
 
 
 def _labels(values: np.ndarray) -> np.ndarray:
@@ -180,7 +182,7 @@ def _labels(values: np.ndarray) -> np.ndarray:
 
 def _csv(
     cfg: DataSection, path: Path, features: list[str] | None = None
-) -> tuple[DataLike, str, list[str]]:
+) -> tuple[DataLike, str, list[str], bool]:
     """``features``: the columns to take (the training file's, for ``val_path``)."""
     if features is not None:
         table = read_csv(
@@ -197,10 +199,10 @@ def _csv(
     assert table.y is not None
     data = to_data((table.x, _labels(table.y)), str(path))
     chosen = f", {len(table.features)} feature columns" if cfg.features or cfg.drop else ""
-    return data, f"csv: {len(table.x)} rows{chosen} from {path}", table.features
+    return data, f"csv: {len(table.x)} rows{chosen} from {path}", table.features, False
 
 
-def _npz(cfg: DataSection, path: Path) -> tuple[DataLike, str, None]:
+def _npz(cfg: DataSection, path: Path) -> tuple[DataLike, str, None, bool]:
     """Arrays ``X`` and ``y`` of an ``.npz`` file. np.load reads a 0-byte file as EOFError, a
     ``.npy`` as one array (not an archive), text as pickled data (refused)."""
     if path.is_file() and path.stat().st_size == 0:
@@ -219,16 +221,24 @@ def _npz(cfg: DataSection, path: Path) -> tuple[DataLike, str, None]:
             raise
         raise UserError(f"{path}: cannot read as .npz: {first_line(err)}") from None
     data = to_data((x, _labels(y) if y.dtype.kind == "f" else y), str(path))
-    return data, f"npz: {len(x)} samples from {path}", None
+    # uint8 X: 8-bit pixels, which to_data divided by 255 — recorded so
+    return data, f"npz: {len(x)} samples from {path}", None, is_pixels(x)
 
 
-def _from_function(spec: str, base_dir: Path | None) -> tuple[DataLike, DataLike | None, str]:
+def _uint8_x(obj: Any) -> bool:
+    """Whether ``obj`` is an ``(X, y)`` pair whose X is 8-bit pixels."""
+    return isinstance(obj, tuple | list) and len(obj) == 2 and is_pixels(obj[0])
+
+
+def _from_function(spec: str, base_dir: Path | None) -> tuple[DataLike, DataLike | None, str, bool]:
     """Call a user's data function, ``file.py:fn`` or ``package.module:fn``.
 
     Calling it with no arguments failing at the call itself (``os:system``: a missing
     argument) is a user error: it is not a data function. A TypeError raised inside it is a
     bug in its code and propagates with its traceback. What it returns must be data: ``(X,
     y)``, a Dataset, a DataLoader, ``(train, val)`` of those, or ``{"train": ..., "val": ...}``.
+    Returns the training and validation data, a description, and whether the training X was
+    uint8 (8-bit pixels, divided by 255).
     """
     fn = load_object(spec, base_dir, "[data] source")
     what = f"[data] source = {spec!r}"
@@ -250,12 +260,13 @@ def _from_function(spec: str, base_dir: Path | None) -> tuple[DataLike, DataLike
         )
     if isinstance(out, dict) and "train" in out:
         val = out.get("val")
-        return to_data(out["train"], what), (None if val is None else to_data(val, what)), spec
+        train = to_data(out["train"], what)
+        return train, (None if val is None else to_data(val, what)), spec, _uint8_x(out["train"])
     if isinstance(out, tuple | list) and len(out) == 2:
         a, b = out
         if _is_dataset(a) and _is_dataset(b):
-            return to_data(a, f"{what} (train)"), to_data(b, f"{what} (val)"), spec
-    return to_data(out, what), None, spec
+            return to_data(a, f"{what} (train)"), to_data(b, f"{what} (val)"), spec, _uint8_x(a)
+    return to_data(out, what), None, spec, _uint8_x(out)
 
 
 def _is_dataset(v: Any) -> bool:
