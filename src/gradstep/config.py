@@ -331,23 +331,30 @@ class ModelSection(_Section):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainSection(_Section):
-    """``[train]``: the loop's counts: epochs, steps, batches, the loss and logging."""
+MAX_COUNT = 2**63 - 1
+"""The largest count ``[train]`` takes (epochs, steps, batch sizes, ...): TOML's largest integer,
+and the largest a C ``long long`` (torch's sizes) holds; a larger one is refused here, before a
+run directory is created, not later with a traceback from inside torch."""
 
-    epochs: int = Field(10, ge=1)
-    max_steps: int | None = Field(None, ge=1)
+
+class TrainSection(_Section):
+    """``[train]``: the loop's counts: epochs, steps, batches, the loss and logging. Every
+    count is at most :data:`MAX_COUNT`."""
+
+    epochs: int = Field(10, ge=1, le=MAX_COUNT)
+    max_steps: int | None = Field(None, ge=1, le=MAX_COUNT)
     """Stop after this many optimizer steps (whichever of epochs / max_steps ends first)."""
     batch_size: int | Literal["full"] = 32
-    accumulate: int = Field(1, ge=1)
+    accumulate: int = Field(1, ge=1, le=MAX_COUNT)
     """Micro-batches per optimizer step (gradient accumulation)."""
-    effective_batch: int | None = Field(None, ge=1)
+    effective_batch: int | None = Field(None, ge=1, le=MAX_COUNT)
     """Samples per optimizer step; sets ``accumulate = effective_batch / batch_size`` (it must
     divide). Give this or ``accumulate``, not both."""
     drop_last: bool = False
     shuffle: bool = True
     loss: Literal["cross_entropy", "mse", "l1", "bce_with_logits"] = "cross_entropy"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    log_every: int = Field(50, ge=1)
+    log_every: int = Field(50, ge=1, le=MAX_COUNT)
     """Print and record a progress line every this many steps of an epoch."""
     val_every: int | Literal["epoch"] = "epoch"
     """Validate at each epoch's end, or every this many global steps (and at the end of fit);
@@ -367,6 +374,9 @@ class TrainSection(_Section):
     """A non-finite loss or gradient: ``"fail"`` stops the run naming the step (found at the
     next log line or epoch end, without a per-step sync); ``"skip"`` skips that optimizer step
     (one host sync per step) and counts it."""
+    sync_batchnorm: bool = False
+    """Under several processes, convert BatchNorm layers to ``SyncBatchNorm``: statistics over
+    the global micro-batch (as one process with ``batch_size × world`` sees), not each rank's."""
     on_oom: Literal["fail", "fallback"] = "fail"
     """Out of memory in a micro-batch: ``"fallback"`` halves the micro-batch and doubles the
     accumulation (same effective batch) and retries the same samples."""
@@ -376,6 +386,8 @@ class TrainSection(_Section):
     def _positive(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 1:
             raise ValueError("must be at least 1")
+        if isinstance(v, int) and v > MAX_COUNT:
+            raise ValueError(f"must be at most 2**63 - 1 ({MAX_COUNT})")
         return v
 
     @model_validator(mode="after")
@@ -566,6 +578,16 @@ class LogSection(_Section):
     """Print the diagnosis at the end of fit (it is always stored in ``summary.json``)."""
 
 
+class DistSection(_Section):
+    """``[dist]``: several processes (``torchrun ... -m gradstep fit``; see :mod:`gradstep.dist`).
+    Without torchrun (one process) none of it applies."""
+
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """The process group's backend: ``"auto"`` is nccl on CUDA, gloo on the CPU."""
+    timeout_s: float = Field(1800.0, gt=0.0, allow_inf_nan=False)
+    """How long a collective waits for the other ranks before the job fails (seconds)."""
+
+
 class Config(_Section):
     """A whole run's settings. Every field has a default; see each section's docstring."""
 
@@ -579,6 +601,7 @@ class Config(_Section):
     health: HealthSection = Field(default_factory=HealthSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     log: LogSection = Field(default_factory=LogSection)
+    dist: DistSection = Field(default_factory=DistSection)
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -592,6 +615,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "health": HealthSection,
     "checkpoint": CheckpointSection,
     "log": LogSection,
+    "dist": DistSection,
 }
 
 # Flat keyword names of gs.Trainer(...) -> (section, key). A key's own name unless two sections

@@ -38,6 +38,7 @@ Speed: no host-device sync per step. Loss and predictions stay on the device in 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradstep import dist
 from gradstep.callbacks.base import CallbackList
 from gradstep.interrupt import NeverStop
 from gradstep.metrics import Meter
@@ -71,6 +73,7 @@ class LoopParts:
     on_oom: str = "fail"
     warn: Callable[[str], None] = print
     stop: Any = NeverStop  # anything with a bool ``requested``: a StopOnSignal
+    world: int = 1  # ranks training together (DDP): see forward_backward
 
 
 def _groups(batches: Iterable[Batch], k: int) -> Iterator[list[Batch]]:
@@ -86,19 +89,36 @@ def _groups(batches: Iterable[Batch], k: int) -> Iterator[list[Batch]]:
 
 
 def forward_backward(
-    model: nn.Module, loss_fn: nn.Module, group: list[Batch], n: int, piece: int | None = None
+    model: nn.Module,
+    loss_fn: nn.Module,
+    group: list[Batch],
+    n: int,
+    piece: int | None = None,
+    world: int = 1,
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The classic lines for one step's micro-batches: forward, loss, backward. Each loss is
     weighted by its share of the ``n`` samples of the step. ``piece`` (after an out-of-memory
     fallback) runs each micro-batch as equal pieces of at most that many samples (a short
     micro-batch is cut into fewer pieces, never into empty ones). Returns
-    ``(loss, output, target)`` of each piece, for the train metrics."""
+    ``(loss, output, target)`` of each piece, for the train metrics.
+
+    Under DDP (``world`` ranks; ``n`` the samples of the step on all ranks together) every
+    backward but the step's last runs in :func:`gradstep.dist.no_sync`, so the step all-reduces
+    once; the weights are multiplied by ``world`` since DDP averages the ranks' gradients, so
+    the reduced gradient is that of the mean loss over the step's samples. An empty micro-batch
+    (this rank's share of the epoch's last block) backpropagates a zero, to take part."""
     done = []
-    whole = piece is None and len(group) == 1  # one micro-batch: its mean is the step's mean
-    for x, y in group if piece is None else _pieces(group, piece):
-        out = model(x)
-        loss = loss_fn(out, y)
-        (loss if whole else loss * (len(y) / n)).backward()
+    whole = piece is None and len(group) == 1 and world == 1  # one micro-batch: the step's mean
+    pieces = group if piece is None else list(_pieces(group, piece))
+    last = len(pieces) - 1
+    for i, (x, y) in enumerate(pieces):
+        with dist.no_sync(model) if i < last else contextlib.nullcontext():
+            out = model(x)
+            if len(y) == 0:
+                (out.sum() * 0.0).backward()
+                continue
+            loss = loss_fn(out, y)
+            (loss if whole else loss * (len(y) * world / n)).backward()
         done.append((loss, out, y))
     return done
 
@@ -154,9 +174,16 @@ def _retry_smaller(p: LoopParts, state: TrainState, group: list[Batch], n: int) 
             "retrying the step"
         )
         try:
-            return forward_backward(p.model, p.loss_fn, group, n, size)
+            return forward_backward(p.model, p.loss_fn, group, n, size, p.world)
         except torch.OutOfMemoryError:
             continue
+
+
+def _step_samples(batches: Any, first: int, count: int, otherwise: int) -> int:
+    """Samples of global micro-batches ``first …`` on all ranks (gradstep's sharding says);
+    ``otherwise`` for a user's ``DataLoader``, whose ranks' batches are taken as equal."""
+    sizes = [batches.global_size(first + i) for i in range(count)]
+    return otherwise if None in sizes else sum(sizes)
 
 
 def fit_loop(p: LoopParts, state: TrainState) -> None:
@@ -202,8 +229,10 @@ def train_epoch(p: LoopParts, state: TrainState) -> None:
 
     for group in _groups(p.train.epoch(state.epoch, start=state.batch), state.accumulate):
         n = len(group[0][1]) if len(group) == 1 else sum(len(y) for _, y in group)
+        if p.world > 1:  # the step's samples on all ranks: a function of the sharding
+            n = _step_samples(p.train, state.batch, len(group), n * p.world)
         try:
-            done = forward_backward(model, loss_fn, group, n, piece)
+            done = forward_backward(model, loss_fn, group, n, piece, p.world)
         except torch.OutOfMemoryError:
             if p.on_oom != "fallback":
                 raise
@@ -227,7 +256,8 @@ def train_epoch(p: LoopParts, state: TrainState) -> None:
         if state.max_steps is not None and state.global_step >= state.max_steps:
             state.stop("max_steps")
         callbacks.on_step_end(state)  # the step is complete: logging, checkpoints, ...
-        if state.should_stop or p.stop.requested:  # the flag is a Python bool: no syscall
+        # the flag is a Python bool, no syscall; under DDP the ranks agree on it (dist.AgreedStop)
+        if state.should_stop or (p.stop.check() if p.world > 1 else p.stop.requested):
             break
 
     if p.stop.requested and not state.should_stop:
@@ -270,6 +300,8 @@ def evaluate_batches(
     try:
         with torch.inference_mode():
             for x, y in batches:
+                if len(y) == 0:  # this rank's share of a sharded last block is empty
+                    continue
                 out = model(x)
                 meter.update(loss_fn(out, y), out, y)
     finally:
@@ -278,7 +310,8 @@ def evaluate_batches(
 
 
 def validate(p: LoopParts, state: TrainState) -> None:
-    state.val_metrics = evaluate_batches(p.model, p.val.epoch(0), p.loss_fn, p.task)
+    # the module itself, not its DDP wrapper: no gradient, nothing to synchronise but the sums
+    state.val_metrics = evaluate_batches(dist.unwrap(p.model), p.val.epoch(0), p.loss_fn, p.task)
     p.callbacks.on_validation_end(state)
 
 

@@ -22,15 +22,27 @@ from typing import Any
 
 import torch
 
+from gradstep import dist
+
 CHUNK = 256  # micro-batches kept before a reduction (also reduced at each log line)
 MAX_KEPT = 1 << 22  # output elements kept before a reduction (bounds the memory held)
+
+
+def _default_device() -> torch.device:
+    """The device a distributed run's sums are reduced on: this rank's CUDA device under nccl,
+    the CPU otherwise."""
+    if dist.distributed() and torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 class Meter:
     """Running loss and a task metric (``acc`` or ``mae``) over micro-batches."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, device: torch.device | str | None = None) -> None:
         self.task = task
+        # where a rank's empty sums live for a distributed reduce (nccl needs CUDA tensors)
+        self.device = torch.device(device) if device is not None else _default_device()
         self.samples = 0
         self._losses: list[torch.Tensor] = []
         self._outs: list[torch.Tensor] = []
@@ -82,22 +94,41 @@ class Meter:
         self._kept = 0
 
     def window_loss(self) -> float:
-        """Mean loss of the micro-batches since the last call (one host sync)."""
+        """Mean loss of the micro-batches since the last call (one host sync). Distributed:
+        over every rank's micro-batches (every rank calls it at the same step)."""
         self._reduce()
-        if self._window is None or self._window_n == 0:
+        if dist.distributed():
+            window = self._window if self._window is not None else self._zero()
+            both = torch.stack([window.double(), window.new_tensor(float(self._window_n))])
+            loss_sum, n = dist.all_reduce_sum(both).tolist()  # sync: read at log_every only
+        elif self._window is None or self._window_n == 0:
             return float("nan")
-        value = self._window.item() / self._window_n  # sync: read at log_every only
+        else:
+            loss_sum, n = self._window.item(), self._window_n  # sync: read at log_every only
         self._window, self._window_n = None, 0
-        return value
+        return loss_sum / n if n else float("nan")
 
     def compute(self) -> dict[str, float]:
-        """``{"loss": ..., "acc" | "mae": ...}`` over everything seen (one host sync)."""
+        """``{"loss": ..., "acc" | "mae": ...}`` over everything seen (one host sync).
+        Distributed: the sums and counts of every rank (each calls it at the same point)."""
         self._reduce()
-        if self._total is None:
+        if dist.distributed():
+            total = self._total if self._total is not None else self._zero().repeat(3)
+            sums = torch.cat([total, total.new_tensor([float(self.samples)])])
+            loss_sum, metric, count, samples = dist.all_reduce_sum(sums).tolist()  # the sync
+        elif self._total is None:
             return {}
-        loss_sum, metric, count = self._total.tolist()  # the one sync
+        else:
+            loss_sum, metric, count = self._total.tolist()  # the one sync
+            samples = self.samples
+        if not samples:
+            return {}
         name = "mae" if self.task == "regression" else "acc"
-        return {"loss": loss_sum / self.samples, name: metric / count}
+        return {"loss": loss_sum / samples, name: metric / count}
+
+    def _zero(self) -> torch.Tensor:
+        """A zero on the device this rank's sums would be on (a rank that saw no sample)."""
+        return torch.zeros((), dtype=torch.float64, device=self.device)
 
     def state_dict(self) -> dict[str, Any]:
         """The running sums as floats (reduces what is pending: one host sync), for a checkpoint

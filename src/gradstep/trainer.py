@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import random
+import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -28,7 +29,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from gradstep import dist, preflight
+from gradstep import dist, preflight, syncbn
 from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from gradstep.callbacks.change_log import ChangeLog
 from gradstep.checkpoint.files import CheckpointError, SaveError
@@ -213,7 +214,13 @@ class Trainer:
             data = prepare_data(cfg, task, train, val, self.base_dir, warn=warn)
             model, model_name = self._model(cfg, model, data, task)
         net = unwrap_compiled(model)  # what checkpoints hold: a torch.compile'd model's module
+        world = dist.world_size()
+        if world > 1:  # torchrun started this process: join the group (see gradstep.dist)
+            self._per_world(cfg, world)
+            device = dist.init(cfg.dist.backend, timeout_s=cfg.dist.timeout_s, device=device)
         model.to(device)
+        if world > 1:
+            self._batchnorm_across_ranks(cfg, net, device, warn)
         train_b, val_b, outputs = self._batches(cfg, data, model, model_name, task, device)
         optimizer = build_optimizer(cfg.optim, model.parameters())
         loss_fn = build_loss(cfg.train.loss, cfg.train.label_smoothing)
@@ -311,7 +318,7 @@ class Trainer:
             if note is not None:
                 warn(note)
             parts = LoopParts(
-                model=model,
+                model=dist.wrap(model, device),  # DDP when distributed, else the model itself
                 optimizer=optimizer,
                 loss_fn=loss_fn,
                 task=task,
@@ -322,7 +329,8 @@ class Trainer:
                 grads=grad_monitor if grad_monitor.active else None,
                 on_oom=cfg.train.on_oom,
                 warn=warn,
-                stop=stop,
+                stop=dist.AgreedStop(stop) if world > 1 else stop,
+                world=world,
             )
             self.model, self.normalizer, self.device = model, data.normalizer, device
             self._loss_fn, self._task = loss_fn, task
@@ -407,9 +415,45 @@ class Trainer:
                     f"cannot write {run_dir / 'summary.json'}: {unsaved}; the run itself ended "
                     f"({state.stop_reason}, step {state.global_step})"
                 )
-            if state.stop_reason == INTERRUPTED and stop.signum is not None:
-                raise interrupted(stop.signum, state, run_dir, checkpointer, cfg.data.source)
+            if state.stop_reason == INTERRUPTED and (stop.signum is not None or world > 1):
+                # under DDP, a rank another rank's signal stopped ends as that rank does
+                signum = stop.signum if stop.signum is not None else signal.SIGTERM
+                raise interrupted(signum, state, run_dir, checkpointer, cfg.data.source)
             return FitResult(model, state.history, summary, run_dir, cfg, state.model_info or {})
+
+    @staticmethod
+    def _batchnorm_across_ranks(
+        cfg: Config, net: nn.Module, device: torch.device, warn: Callable[[str], None]
+    ) -> None:
+        """``[train] sync_batchnorm``: every BatchNorm synced across the ranks, in place (see
+        :mod:`gradstep.syncbn`); without it, one warning that each rank normalises its own."""
+        if not syncbn.has_batchnorm(net):
+            return
+        if cfg.train.sync_batchnorm:
+            syncbn.convert(net, device)
+            return
+        warn(
+            f"the model has BatchNorm and {dist.world_size()} processes: each normalises its "
+            "own micro-batch (set [train] sync_batchnorm = true for statistics over the "
+            "global one)"
+        )
+
+    @staticmethod
+    def _per_world(cfg: Config, world: int) -> None:
+        """``effective_batch`` is the invariant: under ``world`` processes ``accumulate`` is
+        ``effective_batch / (batch_size × world)``, so one config trains the same model on 1, 2
+        or 4 processes. Without it, each step sees ``batch_size × accumulate × world``."""
+        t = cfg.train
+        if t.effective_batch is None:
+            return
+        assert isinstance(t.batch_size, int)  # the config refuses effective_batch with "full"
+        per_step = t.batch_size * world
+        if t.effective_batch % per_step:
+            raise UserError(
+                f"[train] effective_batch = {t.effective_batch} is not a multiple of "
+                f"batch_size × processes = {t.batch_size} × {world} = {per_step}"
+            )
+        t.accumulate = t.effective_batch // per_step
 
     def _resume_target(self, resume: str | Path, cfg: Config, model: Any, train: Any) -> Path:
         """The run directory or checkpoint ``resume`` names; ``"latest"``: the run directory
@@ -511,8 +555,19 @@ class Trainer:
                 f"set has {train_b.num_samples} samples"
             )
         n, b = train_b.num_samples, train_b.batch_size
-        if n and b:
-            smallest = b if (cfg.train.drop_last or n % b == 0) else min(b, n % b)
+        world = dist.world_size()
+        if world > 1 and not cfg.train.sync_batchnorm:  # each rank normalises its own share
+            shares = [m // world for m in getattr(train_b, "blocks", None) or []]
+            if shares and min(shares) <= 1 and preflight.has_batchnorm(model):
+                raise UserError(
+                    f"[train] batch_size = {bs}: the epoch's last micro-batch of "
+                    f"{train_b.blocks[-1]} samples gives a rank {min(shares)} of them, which "
+                    "BatchNorm cannot normalise in training; set [train] sync_batchnorm = true "
+                    "(statistics over all ranks), or drop_last = true"
+                )
+        elif n and b:
+            block = b * world
+            smallest = block if (cfg.train.drop_last or n % block == 0) else min(block, n % block)
             preflight.check_batchnorm(model, smallest)
         val_b = None
         if data.val is not None:
@@ -555,7 +610,9 @@ class Trainer:
         lines = [
             f"gradstep {__version__}: {model_name} ({params:,} parameters) on {data.description}",
             f"  {train_b.num_samples} train / {val_n} validation samples; "
-            f"batch {train_b.batch_size} × accumulate {cfg.train.accumulate}, "
+            f"batch {train_b.batch_size} × accumulate {cfg.train.accumulate}"
+            + (f" × {dist.world_size()} processes" if dist.world_size() > 1 else "")
+            + ", "
             f"{len(train_b)} batches = {-(-len(train_b) // cfg.train.accumulate)} steps per epoch; "
             f"{cfg.optim.name} lr {cfg.optim.lr}; device {device}",
         ]

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from gradstep.callbacks.base import Callback
-from gradstep.state import TrainState
 from gradstep.models.instance import unwrap_compiled
+from gradstep.state import TrainState
 
 
 class EarlyStopping(Callback):
@@ -126,4 +126,10 @@ class EarlyStopping(Callback):
         return dict(self.best_weights) if self.best_weights is not None else {}
 
     def load_tensor_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Take saved best weights back; NaN in any is refused (``ValueError``): restoring them
+        would end a run with a model that predicts nothing. (A resume checks them before
+        anything changes, Inf in a parameter too: ``ResumePlan.load_into``.)"""
+        for name, t in tensors.items():
+            if (t.is_floating_point() or t.is_complex()) and bool(torch.isnan(t).any()):
+                raise ValueError(f"EarlyStopping's best weights: {name} holds NaN values")
         self.best_weights = dict(tensors) if tensors else None

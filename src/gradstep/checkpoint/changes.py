@@ -58,6 +58,8 @@ CHANGEABLE: dict[str, str] = {
     "run.device": "where training continues",
     "data.num_workers": "DataLoader workers of a generic Dataset",
     "data.download": "whether MNIST may be downloaded",
+    "dist.backend": "the process group's backend",
+    "dist.timeout_s": "how long a collective waits",
 }
 """Keys a resume applies, and what each does from the checkpoint's step on."""
 

@@ -23,14 +23,20 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gradstep.data.sampler import EpochSampler, epoch_indices, epoch_seed
+from gradstep.data.sampler import EpochSampler, epoch_order, epoch_seed, global_blocks, shard
 from gradstep.errors import UserError
 
 Batch = tuple[Any, torch.Tensor]
 
 
 class TensorBatches:
-    """Batches of an in-memory ``(X, y)`` pair; ``batch_size=None`` means the full set (BGD)."""
+    """Batches of an in-memory ``(X, y)`` pair; ``batch_size=None`` means the full set (BGD).
+
+    ``batch_size`` is per rank; under ``world_size`` ranks, this rank's micro-batch ``k`` is its
+    part of global micro-batch ``k`` (:func:`~gradstep.data.sampler.shard`), whose size
+    :meth:`global_size` gives — what the loss weights of a step divide by. Every rank yields
+    ``len(self)`` micro-batches, an empty one where its share of the last block is empty.
+    """
 
     def __init__(
         self,
@@ -48,25 +54,43 @@ class TensorBatches:
         self.x, self.y = x.to(device), y.to(device)
         self.device = torch.device(device)
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
-        self.n = len(epoch_indices(len(x), 0, seed, False, rank, world_size))
-        self.batch_size = self.n if batch_size is None else batch_size
+        self.n = len(x)
+        self.per_rank = batch_size  # None: batch GD
+        if batch_size is None:
+            self.batch_size = -(-self.n // world_size)  # this rank's share of the one batch
+        else:
+            self.batch_size = batch_size
         self.drop_last = drop_last
+        block = None if batch_size is None else batch_size * world_size
+        self.blocks = global_blocks(self.n, block, drop_last)
+        # this rank's part of each global block (a partial block: tensor_split's sizes)
+        self.sizes = [_share(m, world_size, rank) for m in self.blocks]
 
     @property
     def num_samples(self) -> int:
+        """The training set's samples (all ranks together)."""
         return self.n
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.n // self.batch_size
-        return -(-self.n // self.batch_size)
+        return len(self.blocks)
+
+    def global_size(self, k: int) -> int:
+        """Samples of global micro-batch ``k`` of an epoch (all ranks together)."""
+        return self.blocks[k]
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        if self.shuffle or self.world_size > 1:
-            idx = epoch_indices(
-                len(self.x), epoch, self.seed, self.shuffle, self.rank, self.world_size
-            )
+        if self.world_size > 1:
+            order = epoch_order(self.n, epoch, self.seed, self.shuffle)
+            idx = shard(order, self.per_rank, self.rank, self.world_size, self.drop_last)
             idx = idx.to(self.device)
+            x, y = self.x.index_select(0, idx), self.y.index_select(0, idx)
+            if start >= len(self.sizes):
+                return iter(())
+            first = sum(self.sizes[:start])
+            sizes = self.sizes[start:]
+            return zip(x[first:].split(sizes), y[first:].split(sizes), strict=True)
+        if self.shuffle:
+            idx = epoch_order(self.n, epoch, self.seed, self.shuffle).to(self.device)
             x, y = self.x.index_select(0, idx), self.y.index_select(0, idx)
         else:
             x, y = self.x, self.y
@@ -76,6 +100,11 @@ class TensorBatches:
             return iter(())
         x, y = x[first:used], y[first:used]
         return zip(x.split(self.batch_size), y.split(self.batch_size), strict=True)
+
+
+def _share(m: int, world_size: int, rank: int) -> int:
+    """Rank ``rank``'s part of a block of ``m`` samples split ``tensor_split``'s way."""
+    return m // world_size + (1 if rank < m % world_size else 0)
 
 
 def _to(obj: Any, device: torch.device) -> Any:
@@ -117,22 +146,32 @@ class LoaderBatches:
             self.loader = data
         else:
             n = len(data)  # type: ignore[arg-type]
-            sampler = self.sampler = EpochSampler(n, seed, shuffle, rank, world_size)
+            sampler = self.sampler = EpochSampler(
+                n, seed, shuffle, rank, world_size, batch_size, drop_last
+            )
             self.generator = torch.Generator()
             self.loader = DataLoader(
                 data,
-                batch_size=len(sampler) if batch_size is None else batch_size,
+                batch_size=max(len(sampler), 1) if batch_size is None else batch_size,
                 sampler=sampler,
-                drop_last=drop_last,
+                drop_last=drop_last and world_size == 1,  # sharded: the sampler dropped it
                 num_workers=num_workers,
                 generator=self.generator,
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=num_workers > 0,
             )
         self.batch_size = self.loader.batch_size
+        self.world_size = world_size
+        self.blocks: list[int] | None = None  # global micro-batch sizes (gradstep's sampler)
+        if self.sampler is not None and world_size > 1:
+            block = None if batch_size is None else batch_size * world_size
+            self.blocks = global_blocks(self.sampler.n, block, drop_last)
 
     @property
     def num_samples(self) -> int:
+        """The training set's samples (all ranks together)."""
+        if self.sampler is not None:
+            return self.sampler.n
         sampler = getattr(self.loader, "sampler", None)
         try:
             return len(sampler) if sampler is not None else len(self.loader.dataset)  # type: ignore[arg-type]
@@ -140,7 +179,12 @@ class LoaderBatches:
             return 0
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.blocks) if self.blocks is not None else len(self.loader)
+
+    def global_size(self, k: int) -> int | None:
+        """Samples of global micro-batch ``k`` (all ranks), or None where unknown (a user's
+        ``DataLoader``: each rank's batch then counts for itself)."""
+        return self.blocks[k] if self.blocks is not None else None
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """The epoch's batches from micro-batch ``start`` on. With gradstep's own sampler the
@@ -155,6 +199,8 @@ class LoaderBatches:
         if self.sampler is not None:
             self.sampler.start = start * (self.batch_size or 0)
             skip = 0
+        given = 0
+        last: Batch | None = None
         for i, batch in enumerate(self.loader):
             if i < skip:
                 continue
@@ -164,7 +210,23 @@ class LoaderBatches:
                     f"{type(batch).__name__}"
                     + (f" of {len(batch)}" if isinstance(batch, tuple | list) else "")
                 )
-            yield _to(batch[0], self.device), _to(batch[1], self.device)
+            last = _to(batch[0], self.device), _to(batch[1], self.device)
+            given += 1
+            yield last
+        if self.blocks is not None and last is not None and start + given < len(self.blocks):
+            # sharded: this rank's share of the last block is empty; it still takes the step
+            yield _empty(last[0]), last[1][:0]
+
+
+def _empty(x: Any) -> Any:
+    """A batch like ``x`` with no sample."""
+    if isinstance(x, torch.Tensor):
+        return x[:0]
+    if isinstance(x, tuple | list):
+        return type(x)(_empty(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _empty(v) for k, v in x.items()}
+    return x
 
 
 def make_batches(

@@ -2,10 +2,17 @@
 
 The order of epoch ``e`` is a pure function of ``(seed, e)``: a permutation drawn from a generator
 seeded with both, so any epoch can be re-created without replaying the ones before it (what an
-exact resume needs), and every rank draws the same permutation. Under ``world_size`` processes the
-permutation is padded by wrapping around to a multiple of ``world_size`` and rank ``r`` takes every
-``world_size``-th index from ``r`` (as ``DistributedSampler`` does), so shards are disjoint and
-equally long.
+exact resume needs), and every rank draws the same permutation.
+
+Under ``world_size`` processes (:func:`shard`), global micro-batch ``k`` is the contiguous block
+of ``batch_size × world_size`` samples ``k·B·W …`` of that one order, and rank ``r`` takes the
+``r``-th ``batch_size`` of it. The epoch's trailing partial block is split as evenly as possible
+(``tensor_split``: the first ranks get one more) — no sample repeated to pad it, none dropped
+unless ``drop_last`` (which drops the partial block). So the samples a step sees, and with the
+loss weights of :func:`gradstep.loop.forward_backward` its gradient, are those of one process
+with a micro-batch of ``B·W``, whatever ``W`` is. ``DistributedSampler`` instead deals samples
+out round-robin and pads with repeats, so its steps see other samples, some twice. A rank whose
+share of the last block is empty still takes part in the step (an empty micro-batch).
 """
 
 from __future__ import annotations
@@ -24,40 +31,106 @@ def epoch_seed(seed: int, epoch: int) -> int:
     )
 
 
+def epoch_order(n: int, epoch: int, seed: int, shuffle: bool = True) -> torch.Tensor:
+    """Epoch ``epoch``'s order of the ``n`` samples, as one process visits them (int64, CPU)."""
+    if shuffle:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+    return torch.arange(n)
+
+
+def global_blocks(n: int, block: int | None, drop_last: bool = False) -> list[int]:
+    """The sizes of an epoch's global micro-batches: blocks of ``block`` samples (``None``: the
+    whole set, batch GD), the last one partial unless ``drop_last`` drops it."""
+    if block is None or block >= n:
+        return [] if drop_last and block is not None and block > n else [n]
+    sizes = [block] * (n // block)
+    if n % block and not drop_last:
+        sizes.append(n % block)
+    return sizes
+
+
+def shard(
+    order: torch.Tensor,
+    batch_size: int | None,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+) -> torch.Tensor:
+    """Rank ``rank``'s samples of the epoch ``order``, in order: its part of each global block
+    (see the module docstring). ``batch_size`` is per rank (``None``: batch GD, the whole set as
+    one block split across the ranks)."""
+    if world_size == 1:
+        return order
+    n = len(order)
+    if batch_size is None:
+        return order.tensor_split(world_size)[rank]
+    block = batch_size * world_size
+    full = n // block
+    body = order[: full * block].view(full, world_size, batch_size)[:, rank].reshape(-1)
+    tail = order[full * block :]
+    if drop_last or len(tail) == 0:
+        return body
+    return torch.cat([body, tail.tensor_split(world_size)[rank]])
+
+
 def epoch_indices(
-    n: int, epoch: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    n: int,
+    epoch: int,
+    seed: int,
+    shuffle: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int | None = None,
+    drop_last: bool = False,
 ) -> torch.Tensor:
     """The sample indices rank ``rank`` visits in epoch ``epoch``, in order (int64, on the CPU)."""
-    if shuffle:
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
-    else:
-        idx = torch.arange(n)
-    if world_size > 1:
-        total = -(-n // world_size) * world_size
-        if total > n:
-            idx = torch.cat([idx, idx[: total - n]])
-        idx = idx[rank::world_size]
-    return idx
+    return shard(epoch_order(n, epoch, seed, shuffle), batch_size, rank, world_size, drop_last)
 
 
 class EpochSampler(Sampler[int]):
     """A ``DataLoader`` sampler with the same order as :func:`epoch_indices`; call ``set_epoch``.
 
-    ``start`` skips the epoch's first samples (a resume mid-epoch); ``set_epoch`` resets it.
+    ``start`` skips the epoch's first samples of this rank (a resume mid-epoch); ``set_epoch``
+    resets it.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+    ):
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.world_size = rank, world_size
+        self.batch_size, self.drop_last = batch_size, drop_last
         self.epoch = 0
         self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.start = epoch, 0
 
+    def indices(self) -> torch.Tensor:
+        return epoch_indices(
+            self.n,
+            self.epoch,
+            self.seed,
+            self.shuffle,
+            self.rank,
+            self.world_size,
+            self.batch_size,
+            self.drop_last,
+        )
+
     def __iter__(self) -> Iterator[int]:
-        idx = epoch_indices(self.n, self.epoch, self.seed, self.shuffle, self.rank, self.world_size)
-        return iter(idx[self.start :].tolist())
+        return iter(self.indices()[self.start :].tolist())
 
     def __len__(self) -> int:
-        return -(-self.n // self.world_size)
+        if self.world_size == 1:
+            return self.n
+        return len(
+            shard(torch.arange(self.n), self.batch_size, self.rank, self.world_size, self.drop_last)
+        )

@@ -208,8 +208,9 @@ def unwrap_compiled(model: nn.Module) -> nn.Module:
     parameter with the compiled one, so checkpoints written from it load into the plain class.
     (Checked by class name: importing ``torch._dynamo`` to test ``isinstance`` costs seconds.)
     """
-    while type(model).__name__ == "OptimizedModule":
-        inner = model._modules.get("_orig_mod")
+    wrappers = {"OptimizedModule": "_orig_mod", "DistributedDataParallel": "module"}
+    while type(model).__name__ in wrappers:  # DDP's wrapper too: keys without "module."
+        inner = model._modules.get(wrappers[type(model).__name__])
         if not isinstance(inner, nn.Module):
             break
         model = inner
