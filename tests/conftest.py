@@ -13,7 +13,7 @@ SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 @pytest.fixture(autouse=True)
 def no_plots_by_default(monkeypatch):
     """Rendering PNGs costs ~0.3 s a run; tests of plots and reports ask for them."""
-    monkeypatch.setattr("gradstep.config.PLOTS_DEFAULT", False)
+    monkeypatch.setattr("gradstep.config.sections.PLOTS_DEFAULT", False)
 
 
 @pytest.fixture

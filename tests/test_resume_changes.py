@@ -130,3 +130,17 @@ def test_a_run_written_before_a_key_existed_resumes_without_a_change():
         resume_changes(
             saved, picked, progress={"global_step": 4}, batches=5, force=False, where=where
         )
+
+
+def test_an_old_config_this_version_refuses_whole_is_still_compared_key_by_key():
+    """A generated source with a path (accepted once, refused now): its missing keys are
+    defaults and its old names new ones, so only what really differs is a change."""
+    from gradstep.checkpoint.changes import as_now
+
+    saved = Config().model_dump()
+    saved["data"].update(source="random", path="x.csv", features=6)
+    del saved["data"]["n_features"], saved["data"]["drop"]
+    now = as_now(saved)
+    assert now["data"]["n_features"] == 6 and now["data"]["features"] is None
+    assert now["data"]["drop"] == [] and now["data"]["path"] == "x.csv"
+    assert now["train"] == Config().model_dump()["train"]

@@ -295,6 +295,7 @@ def test_early_stopping_keeps_a_compiled_models_best_weights_under_the_modules_k
     )
     assert resumed.summary["epochs_completed"] == 4
 
+
 def test_more_outputs_than_classes_is_one_warning_at_start(runs, capsys):
     x, y = blobs(64)
     y = y % 2  # two classes

@@ -19,7 +19,8 @@ from gradstep.errors import NonFiniteError, UserError
 from gradstep.models.instance import save_init_args
 from gradstep.predictor import Predictor
 from gradstep.state import TrainState
-from gradstep.trainer import FitResult, Trainer, __version__
+from gradstep.summary import __version__
+from gradstep.trainer import FitResult, Trainer
 
 __all__ = [
     "Callback",

@@ -34,7 +34,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -148,11 +149,55 @@ def no_sync(model: nn.Module) -> Iterator[None]:
         yield
 
 
+def collective_device() -> torch.device:
+    """Where a tensor must be for this process group's collectives: this rank's CUDA device
+    under nccl (which reduces no CPU tensor), the CPU otherwise."""
+    if distributed() and torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """``t`` summed over the ranks, in place (``t`` itself when not distributed)."""
     if distributed():
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
     return t
+
+
+def prepare_batchnorm(
+    cfg: Any, net: nn.Module, device: torch.device, warn: Callable[[str], None]
+) -> None:
+    """``[train] sync_batchnorm``: every BatchNorm synced across the ranks, in place (see
+    :mod:`gradstep.syncbn`); without it, one warning that each rank normalises its own."""
+    from gradstep import syncbn
+
+    if not syncbn.has_batchnorm(net):
+        return
+    if cfg.train.sync_batchnorm:
+        syncbn.convert(net, device)
+        return
+    warn(
+        f"the model has BatchNorm and {world_size()} processes: each normalises its "
+        "own micro-batch (set [train] sync_batchnorm = true for statistics over the "
+        "global one)"
+    )
+
+
+def accumulate_per_world(cfg: Any, world: int) -> None:
+    """``effective_batch`` is the invariant: under ``world`` processes ``accumulate`` is
+    ``effective_batch / (batch_size × world)``, so one config trains the same model on 1, 2
+    or 4 processes. Without it, each step sees ``batch_size × accumulate × world``."""
+    t = cfg.train
+    if t.effective_batch is None:
+        return
+    assert isinstance(t.batch_size, int)  # the config refuses effective_batch with "full"
+    per_step = t.batch_size * world
+    if t.effective_batch % per_step:
+        raise UserError(
+            f"[train] effective_batch = {t.effective_batch} is not a multiple of "
+            f"batch_size × processes = {t.batch_size} × {world} = {per_step}"
+        )
+    t.accumulate = t.effective_batch // per_step
 
 
 class AgreedStop:
@@ -175,7 +220,8 @@ class AgreedStop:
 
     def check(self) -> bool:
         if not self.requested:
-            flag = torch.tensor([1 if getattr(self.local, "requested", False) else 0])
+            local = 1 if getattr(self.local, "requested", False) else 0
+            flag = torch.tensor([local], device=collective_device())
             if distributed():
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             self.requested = bool(flag.item())  # a host sync: one integer per step

@@ -28,21 +28,13 @@ CHUNK = 256  # micro-batches kept before a reduction (also reduced at each log l
 MAX_KEPT = 1 << 22  # output elements kept before a reduction (bounds the memory held)
 
 
-def _default_device() -> torch.device:
-    """The device a distributed run's sums are reduced on: this rank's CUDA device under nccl,
-    the CPU otherwise."""
-    if dist.distributed() and torch.distributed.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 class Meter:
     """Running loss and a task metric (``acc`` or ``mae``) over micro-batches."""
 
     def __init__(self, task: str, device: torch.device | str | None = None) -> None:
         self.task = task
         # where a rank's empty sums live for a distributed reduce (nccl needs CUDA tensors)
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = torch.device(device) if device is not None else dist.collective_device()
         self.samples = 0
         self._losses: list[torch.Tensor] = []
         self._outs: list[torch.Tensor] = []

@@ -29,7 +29,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from gradstep import dist, preflight, syncbn
+from gradstep import dist, preflight
 from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from gradstep.callbacks.change_log import ChangeLog
 from gradstep.checkpoint.files import CheckpointError, SaveError
@@ -59,10 +59,11 @@ from gradstep.models import DataShape, build_model
 from gradstep.models.instance import instance_spec, outputs_note, unwrap_compiled
 from gradstep.optim import build_optimizer
 from gradstep.predictor import Predictor
+from gradstep.run_parts import announce, data_info, loop_batches
 from gradstep.rundir import create_run_dir, write_atomic, write_json
 from gradstep.runlock import RunLock
 from gradstep.state import TrainState
-from gradstep.summary import __version__, build_summary
+from gradstep.summary import build_summary
 from gradstep.trust import CodeTrust, trust_rule
 
 
@@ -216,12 +217,12 @@ class Trainer:
         net = unwrap_compiled(model)  # what checkpoints hold: a torch.compile'd model's module
         world = dist.world_size()
         if world > 1:  # torchrun started this process: join the group (see gradstep.dist)
-            self._per_world(cfg, world)
+            dist.accumulate_per_world(cfg, world)
             device = dist.init(cfg.dist.backend, timeout_s=cfg.dist.timeout_s, device=device)
         model.to(device)
         if world > 1:
-            self._batchnorm_across_ranks(cfg, net, device, warn)
-        train_b, val_b, outputs = self._batches(cfg, data, model, model_name, task, device)
+            dist.prepare_batchnorm(cfg, net, device, warn)
+        train_b, val_b, outputs = loop_batches(cfg, data, model, model_name, task, device)
         optimizer = build_optimizer(cfg.optim, model.parameters())
         loss_fn = build_loss(cfg.train.loss, cfg.train.label_smoothing)
         monitor = checkpoint_monitor(cfg, task, val_b is not None)
@@ -310,7 +311,7 @@ class Trainer:
                 # so their saved state is the state a resumed run must continue from
                 callbacks.append(checkpointer)
                 checkpointer.snapshot.callbacks = callbacks  # type: ignore[attr-defined]
-            self._announce(console, cfg, model, model_name, data, train_b, val_b, device, run_dir)
+            announce(console, cfg, model, model_name, data, train_b, val_b, device, run_dir)
             note = preflight.accumulation_note(model, cfg.train.accumulate, train_b.batch_size)
             if note is not None:
                 warn(note)
@@ -366,7 +367,7 @@ class Trainer:
                     state=state,
                     model=model,
                     device=device,
-                    data_info=self._data_info(cfg, state, data, train_b),
+                    data_info=data_info(cfg, state, data, train_b),
                     timings={
                         "wall_time_s": time.perf_counter() - started,
                         "train_time_s": train_time,
@@ -421,40 +422,6 @@ class Trainer:
                 raise interrupted(signum, state, run_dir, checkpointer, cfg.data.source)
             return FitResult(model, state.history, summary, run_dir, cfg, state.model_info or {})
 
-    @staticmethod
-    def _batchnorm_across_ranks(
-        cfg: Config, net: nn.Module, device: torch.device, warn: Callable[[str], None]
-    ) -> None:
-        """``[train] sync_batchnorm``: every BatchNorm synced across the ranks, in place (see
-        :mod:`gradstep.syncbn`); without it, one warning that each rank normalises its own."""
-        if not syncbn.has_batchnorm(net):
-            return
-        if cfg.train.sync_batchnorm:
-            syncbn.convert(net, device)
-            return
-        warn(
-            f"the model has BatchNorm and {dist.world_size()} processes: each normalises its "
-            "own micro-batch (set [train] sync_batchnorm = true for statistics over the "
-            "global one)"
-        )
-
-    @staticmethod
-    def _per_world(cfg: Config, world: int) -> None:
-        """``effective_batch`` is the invariant: under ``world`` processes ``accumulate`` is
-        ``effective_batch / (batch_size × world)``, so one config trains the same model on 1, 2
-        or 4 processes. Without it, each step sees ``batch_size × accumulate × world``."""
-        t = cfg.train
-        if t.effective_batch is None:
-            return
-        assert isinstance(t.batch_size, int)  # the config refuses effective_batch with "full"
-        per_step = t.batch_size * world
-        if t.effective_batch % per_step:
-            raise UserError(
-                f"[train] effective_batch = {t.effective_batch} is not a multiple of "
-                f"batch_size × processes = {t.batch_size} × {world} = {per_step}"
-            )
-        t.accumulate = t.effective_batch // per_step
-
     def _resume_target(self, resume: str | Path, cfg: Config, model: Any, train: Any) -> Path:
         """The run directory or checkpoint ``resume`` names; ``"latest"``: the run directory
         this trainer's name points at (the name a new run would have been given)."""
@@ -508,80 +475,6 @@ class Trainer:
         cfg.model.name, cfg.model.args = name, args
         return built, name.rpartition(":")[2].lower()
 
-    def _batches(
-        self,
-        cfg: Config,
-        data: PreparedData,
-        model: nn.Module,
-        model_name: str,
-        task: str,
-        device: torch.device,
-    ) -> tuple[Any, Any, int]:
-        x, y = preflight.probe(data.train)
-        out = preflight.run_probe(model, x, device, model_name)
-        if preflight.check_outputs(out, y, task, cfg.train.loss, model_name):
-            if not isinstance(data.train, tuple):
-                raise UserError(
-                    f"the model outputs shape {tuple(out.shape)}; make the dataset's targets "
-                    f"shape (1,) per sample to match (they are {tuple(y.shape[1:])})"
-                )
-            data.train = (data.train[0], data.train[1].unsqueeze(1))
-            if isinstance(data.val, tuple):
-                data.val = (data.val[0], data.val[1].unsqueeze(1))
-        if task == "multiclass":
-            # in-memory data is checked whole; a Dataset by its first samples (the rest would
-            # cost a pass over it)
-            first = data.train if isinstance(data.train, tuple) else (x, y)
-            preflight.check_labels(first, out.shape[1], "training data")
-            preflight.check_labels(data.val, out.shape[1], "validation data")
-        bs = cfg.train.batch_size
-        common = dict(
-            seed=cfg.run.seed,
-            rank=dist.rank(),
-            world_size=dist.world_size(),
-            num_workers=cfg.data.num_workers,
-        )
-        train_b = make_batches(
-            data.train,
-            None if bs == "full" else bs,
-            device=device,
-            drop_last=cfg.train.drop_last,
-            shuffle=cfg.train.shuffle,
-            **common,
-        )
-        if len(train_b) == 0:
-            raise UserError(
-                f"[train] batch_size = {bs} with drop_last = true leaves no batch: the training "
-                f"set has {train_b.num_samples} samples"
-            )
-        n, b = train_b.num_samples, train_b.batch_size
-        world = dist.world_size()
-        if world > 1 and not cfg.train.sync_batchnorm:  # each rank normalises its own share
-            shares = [m // world for m in getattr(train_b, "blocks", None) or []]
-            if shares and min(shares) <= 1 and preflight.has_batchnorm(model):
-                raise UserError(
-                    f"[train] batch_size = {bs}: the epoch's last micro-batch of "
-                    f"{train_b.blocks[-1]} samples gives a rank {min(shares)} of them, which "
-                    "BatchNorm cannot normalise in training; set [train] sync_batchnorm = true "
-                    "(statistics over all ranks), or drop_last = true"
-                )
-        elif n and b:
-            block = b * world
-            smallest = block if (cfg.train.drop_last or n % block == 0) else min(block, n % block)
-            preflight.check_batchnorm(model, smallest)
-        val_b = None
-        if data.val is not None:
-            val_b = make_batches(
-                data.val,
-                None if bs == "full" else bs,
-                device=device,
-                drop_last=False,
-                shuffle=False,
-                **common,
-            )
-        outputs = int(out.shape[1]) if out.ndim > 1 else 1
-        return train_b, val_b, outputs
-
     def _default_run_name(self, cfg: Config, model_name: str) -> str:
         source = "data" if cfg.data.source == "(python)" else cfg.data.source
         return self.default_name or f"{model_name}-{source.rpartition(':')[2]}"
@@ -592,59 +485,6 @@ class Trainer:
         run_dir = create_run_dir(cfg.run.dir, cfg.run.name)
         write_atomic(run_dir / "config.toml", to_toml(cfg))
         return run_dir
-
-    def _announce(
-        self,
-        console: Console,
-        cfg: Config,
-        model: nn.Module,
-        model_name: str,
-        data: PreparedData,
-        train_b: Any,
-        val_b: Any,
-        device: torch.device,
-        run_dir: Path | None,
-    ) -> None:
-        params = sum(p.numel() for p in model.parameters())
-        val_n = val_b.num_samples if val_b is not None else 0
-        lines = [
-            f"gradstep {__version__}: {model_name} ({params:,} parameters) on {data.description}",
-            f"  {train_b.num_samples} train / {val_n} validation samples; "
-            f"batch {train_b.batch_size} × accumulate {cfg.train.accumulate}"
-            + (f" × {dist.world_size()} processes" if dist.world_size() > 1 else "")
-            + ", "
-            f"{len(train_b)} batches = {-(-len(train_b) // cfg.train.accumulate)} steps per epoch; "
-            f"{cfg.optim.name} lr {cfg.optim.lr}; device {device}",
-        ]
-        if data.normalizer is not None:
-            origin = "as given" if data.normalizer.given else "from the training split"
-            lines.append(f"  normalize: {data.normalizer.describe()} ({origin})")
-        lines += [f"  note: {n}" for n in data.notes]
-        if run_dir is not None:
-            lines.append(f"  run directory: {run_dir}")
-            if run_dir.name != cfg.run.name:
-                lines.append(f"  ({Path(cfg.run.dir) / str(cfg.run.name)} already holds a run)")
-        for line in lines:
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-    def _data_info(
-        self, cfg: Config, state: TrainState, data: PreparedData, train_b: Any
-    ) -> dict[str, Any]:
-        return {
-            "description": data.description,
-            "train_samples": train_b.num_samples,
-            "batches_per_epoch": state.batches_per_epoch,
-            "steps_per_epoch": state.steps_per_epoch,
-            "batch_size": train_b.batch_size,
-            # samples per optimizer step: no more than an epoch holds (batch GD with accumulate)
-            "effective_batch": min(
-                (train_b.batch_size or 0) * cfg.train.accumulate, train_b.num_samples
-            )
-            * dist.world_size(),
-            "normalizer": None
-            if data.normalizer is None
-            else {k: v.flatten().tolist() for k, v in data.normalizer.state_dict().items()},
-        }
 
     # --- evaluate / predict ----------------------------------------------------------------
 

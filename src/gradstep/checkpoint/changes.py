@@ -195,22 +195,18 @@ def as_now(saved: dict[str, Any]) -> dict[str, Any]:
         return Config.model_validate(saved).model_dump()
     except Exception:
         pass
-    merged = flatten(Config().model_dump())
-    flat = flatten(saved)
-    if isinstance(flat.get("data.features"), int) and not isinstance(flat["data.features"], bool):
-        flat.setdefault("data.n_features", flat.pop("data.features"))
-    merged.update(flat)
-    tree: dict[str, Any] = {}
-    for key, value in merged.items():
-        node = tree
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                break
+    merged = Config().model_dump()  # each section: its defaults, then what the run saved
+    for section, keys in saved.items():
+        if isinstance(keys, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **keys}
         else:
-            node[last] = value
-    return tree
+            merged[section] = keys
+    data, given = merged.get("data"), saved.get("data")
+    if isinstance(data, dict) and type(data.get("features")) is int:  # its old name
+        count, data["features"] = data["features"], None
+        if not (isinstance(given, dict) and "n_features" in given):
+            data["n_features"] = count
+    return merged
 
 
 def resume_changes(

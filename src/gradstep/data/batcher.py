@@ -23,7 +23,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gradstep.data.sampler import EpochSampler, epoch_order, epoch_seed, global_blocks, shard
+from gradstep.data.sampler import (
+    EpochSampler,
+    epoch_order,
+    epoch_seed,
+    global_blocks,
+    shard,
+    share,
+)
 from gradstep.errors import UserError
 
 Batch = tuple[Any, torch.Tensor]
@@ -64,7 +71,7 @@ class TensorBatches:
         block = None if batch_size is None else batch_size * world_size
         self.blocks = global_blocks(self.n, block, drop_last)
         # this rank's part of each global block (a partial block: tensor_split's sizes)
-        self.sizes = [_share(m, world_size, rank) for m in self.blocks]
+        self.sizes = [share(m, world_size, rank) for m in self.blocks]
 
     @property
     def num_samples(self) -> int:
@@ -100,11 +107,6 @@ class TensorBatches:
             return iter(())
         x, y = x[first:used], y[first:used]
         return zip(x.split(self.batch_size), y.split(self.batch_size), strict=True)
-
-
-def _share(m: int, world_size: int, rank: int) -> int:
-    """Rank ``rank``'s part of a block of ``m`` samples split ``tensor_split``'s way."""
-    return m // world_size + (1 if rank < m % world_size else 0)
 
 
 def _to(obj: Any, device: torch.device) -> Any:

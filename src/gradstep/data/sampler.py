@@ -41,12 +41,16 @@ def epoch_order(n: int, epoch: int, seed: int, shuffle: bool = True) -> torch.Te
 def global_blocks(n: int, block: int | None, drop_last: bool = False) -> list[int]:
     """The sizes of an epoch's global micro-batches: blocks of ``block`` samples (``None``: the
     whole set, batch GD), the last one partial unless ``drop_last`` drops it."""
-    if block is None or block >= n:
-        return [] if drop_last and block is not None and block > n else [n]
-    sizes = [block] * (n // block)
-    if n % block and not drop_last:
-        sizes.append(n % block)
-    return sizes
+    if block is None:
+        return [n]
+    full, rest = divmod(n, block)
+    return [block] * full + ([rest] if rest and not drop_last else [])
+
+
+def share(m: int, world_size: int, rank: int) -> int:
+    """Rank ``rank``'s part of a global block of ``m`` samples (``tensor_split``'s sizes: the
+    first ``m % world_size`` ranks take one more)."""
+    return m // world_size + (1 if rank < m % world_size else 0)
 
 
 def shard(
@@ -113,24 +117,14 @@ class EpochSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.start = epoch, 0
 
-    def indices(self) -> torch.Tensor:
-        return epoch_indices(
-            self.n,
-            self.epoch,
-            self.seed,
-            self.shuffle,
-            self.rank,
-            self.world_size,
-            self.batch_size,
-            self.drop_last,
-        )
-
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices()[self.start :].tolist())
+        order = epoch_order(self.n, self.epoch, self.seed, self.shuffle)
+        idx = shard(order, self.batch_size, self.rank, self.world_size, self.drop_last)
+        return iter(idx[self.start :].tolist())
 
     def __len__(self) -> int:
         if self.world_size == 1:
             return self.n
-        return len(
-            shard(torch.arange(self.n), self.batch_size, self.rank, self.world_size, self.drop_last)
-        )
+        block = None if self.batch_size is None else self.batch_size * self.world_size
+        blocks = global_blocks(self.n, block, self.drop_last)
+        return sum(share(m, self.world_size, self.rank) for m in blocks)
