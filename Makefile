@@ -36,8 +36,10 @@ lint: setup
 	$(BIN)/ruff format --check src tests bench
 
 bench: setup
+	$(BIN)/python -m pip install -q -e '.[peers]'
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/checkpoint.py
+	$(BIN)/python bench/ddp.py
 	$(BIN)/python bench/grad_norm.py
 
 clean:

@@ -48,3 +48,34 @@ def test_grad_norm_benchmark_runs_and_prints_the_cost_per_workload():
     assert out.count("counted;") == 6  # the time inside the monitor, for each figure
     assert "+ clip_norm=1" in out
     assert "target: grad_norm monitoring <= 3 % per step" in out
+
+
+def test_ddp_benchmark_runs_and_prints_the_table():
+    out = run_bench(
+        "ddp.py", "--rounds", "1", "--epochs", "1", "--limit", "256", "--models", "simplenet"
+    )
+    assert "workload: MNIST example's training split, 256 samples" in out
+    assert "samples/s median (min-max)" in out
+    for system, procs in [("hand", "1x64"), ("gradstep", "1x64"), ("hand", "2x32")]:
+        row = re.search(
+            rf"^simplenet +{system} +{procs} +([\d,]+) \(([\d,]+)-([\d,]+)\) +([\d.]+)", out, re.M
+        )
+        assert row is not None, out
+        assert float(row.group(1).replace(",", "")) > 0 and float(row.group(4)) > 0
+    row = re.search(
+        r"^simplenet +gradstep +2x32 +([\d,]+) .* ([\d.]+)x (OK|ABOVE TARGET)$", out, re.M
+    )
+    assert row is not None, out
+    assert float(row.group(1).replace(",", "")) > 0 and float(row.group(2)) > 0
+    verdict = re.search(
+        r"gradstep / hand-written DDP loop, simplenet 2x32: ([\d.]+)x step time "
+        r"\(rounds ([\d.]+)-([\d.]+); target <= 1.05\) (OK|ABOVE TARGET)",
+        out,
+    )
+    assert verdict is not None, out
+    assert float(verdict.group(2)) <= float(verdict.group(1)) <= float(verdict.group(3))
+    for peer in ("lightning", "accelerate"):  # a row of figures, or the line saying why not
+        assert re.search(rf"^simplenet +{peer} +2x32 +[\d,]+ ", out, re.M) or (
+            f"{peer}: not installed (pip install -e '.[peers]')" in out
+        ), out
+    assert "failed (" not in out

@@ -23,8 +23,9 @@ def run(tmp_path):
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        ({"batch_size": 8}, "batch_size: 16 in the checkpoint, 8 now"),
-        ({"accumulate": 2}, "accumulate: 1 in the checkpoint, 2 now"),
+        # the samples per step: named as batch_size × accumulate × processes (gradstep.dist)
+        ({"batch_size": 8}, "16 = 16 × 1 × 1 in the checkpoint, 8 = 8 × 1 × 1 now"),
+        ({"accumulate": 2}, "16 = 16 × 1 × 1 in the checkpoint, 32 = 16 × 2 × 1 now"),
         ({"model_args": {"hidden": [7]}}, "model_args"),
         ({"model": "simplenet"}, "model: 'mlp' in the checkpoint, 'simplenet' now"),
         ({"n": 65}, "data: the training data differ"),

@@ -182,3 +182,70 @@ def test_sync_batchnorm_gives_the_single_process_weights_and_running_statistics(
     model = gs.load_model(sync / "checkpoints" / "latest")
     assert not any("Sync" in type(m).__name__ for m in model.modules())
     assert set(model.network.state_dict()) == set(weights(one))
+
+
+SLOW_MODEL = '''
+import os, time
+from torch import nn
+
+
+class Net(nn.Module):
+    """Rank 1 stalls in its 3rd forward: rank 0 waits for its gradients past timeout_s."""
+
+    def __init__(self, in_features: int = 6, out_features: int = 3) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 3 and os.environ.get("RANK") == "1":
+            time.sleep(12)
+        return self.fc(x)
+'''
+
+
+def test_a_collective_that_waits_past_timeout_s_ends_the_job_with_one_line(tmp_path):
+    (tmp_path / "slow.py").write_text(SLOW_MODEL)
+    (tmp_path / "slow.toml").write_text(
+        '[data]\nsource = "random"\nn = 200\nfeatures = 6\nclasses = 3\n'
+        '[model]\nname = "slow.py:Net"\n[model.args]\nin_features = 6\nout_features = 3\n'
+        f'[train]\nepochs = 1\nbatch_size = 8\nprogress = false\n[run]\ndir = "{tmp_path}"\n'
+        '[dist]\ntimeout_s = 3\n[checkpoint]\nevery = "never"\n'
+    )
+    args = [sys.executable, "-m", "gradstep", "fit", str(tmp_path / "slow.toml"), "--nproc", "2"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("gradstep: error")]
+    assert errors[0].startswith(
+        "gradstep: error: rank 0: a collective with the other ranks "
+        "failed: Timed out waiting 3000ms"
+    ), proc.stderr[-3000:]
+
+
+def test_nproc_from_python_says_how_to_launch_instead():
+    import gradstep as gs
+    from gradstep.errors import UserError
+
+    with pytest.raises(UserError, match="torchrun --standalone --nproc-per-node 2 script.py"):
+        gs.Trainer(nproc=2, epochs=1)
+    gs.Trainer(nproc=1, epochs=1)  # one process: this one
+
+
+def test_bad_settings_under_nproc_are_said_once_with_exit_2(tmp_path):
+    """A bad key: refused before any process starts; a missing data file: found by every
+    rank before they meet, said once (by rank 0)."""
+    gradstep = [sys.executable, "-m", "gradstep", "fit"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nepohcs = 3\n")
+    missing = tmp_path / "missing.toml"
+    missing.write_text(f'[data]\nsource = "csv"\npath = "nowhere.csv"\n[run]\ndir = "{tmp_path}"\n')
+    for config, says in ((bad, "epohcs"), (missing, "nowhere.csv")):
+        args = [*gradstep, str(config), "--nproc", "2"]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1 and says in errors[0], proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "missing").exists()

@@ -85,7 +85,8 @@ def _untouched(run):
         ),
         (
             "train.batch_size=16",
-            "batch_size: 32 in the checkpoint, 16 now); resume with the same settings, or force",
+            "32 = 32 × 1 × 1 in the checkpoint, 16 = 16 × 1 × 1 now); resume with the same "
+            "settings, or force",
         ),
         (
             "schedule.name=cosine",

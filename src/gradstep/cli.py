@@ -7,8 +7,8 @@ saved (disk full, permission denied: one line naming the path); 130 interrupted 
 step under way, with a checkpoint, ``summary.json`` and the command that continues (see
 :mod:`gradstep.interrupt`); a second stops at once.
 
-    gradstep fit [CONFIG.toml] [--set section.key=value ...]
-    gradstep resume RUN_DIR [--force] [--code-dir DIR] [--trust-code] [--set section.key=value ...]
+    gradstep fit [CONFIG.toml] [--set section.key=value ...] [--nproc N]
+    gradstep resume RUN_DIR [--force] [--code-dir DIR] [--trust-code] [--set ...] [--nproc N]
     gradstep eval CHECKPOINT [--data FILE] [--code-dir DIR] [--trust-code]
     gradstep predict CHECKPOINT INPUT --out FILE [--code-dir DIR] [--trust-code]
     gradstep export CHECKPOINT --format pt2|torchscript [--out FILE] [--code-dir DIR] [--trust-code]
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("config", nargs="?", help="a TOML config file (every key has a default)")
     _add_set(fit)
+    _add_nproc(fit)
 
     resume = sub.add_parser(
         "resume",
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_code(resume)
     _add_set(resume)
+    _add_nproc(resume)
 
     ev = sub.add_parser("eval", help="loss and metrics of a checkpoint on a dataset")
     ev.add_argument("checkpoint", help="a checkpoint, best/latest, or a run directory")
@@ -151,6 +153,30 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_nproc(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nproc",
+        type=_positive,
+        metavar="N",
+        help="train on N processes of this machine (torchrun's elastic agent; [dist] "
+        "max_restarts restarts failed workers, each resuming from the newest checkpoint)",
+    )
+
+
+def _launched(args: argparse.Namespace, command: list[str], config: Path | None) -> int | None:
+    """``--nproc N`` (N > 1): check the config here, then run ``command`` on N processes and
+    return their exit status; None: run in this process."""
+    if not args.nproc or args.nproc == 1:
+        return None
+    from gradstep.config import load_config
+    from gradstep.launch import launch
+
+    cfg = load_config(config, list(args.overrides))  # bad settings: exit 2 before any process
+    for override in args.overrides:
+        command += ["--set", override]
+    return launch(command, args.nproc, cfg.dist.max_restarts)
+
+
 def _add_code(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--code-dir",
@@ -189,6 +215,9 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    launched = _launched(args, ["fit", *([args.config] if args.config else [])], args.config)
+    if launched is not None:
+        return launched
     from gradstep.trainer import Trainer
 
     Trainer.from_config(args.config, args.overrides).fit()
@@ -258,6 +287,11 @@ def _resume(args: argparse.Namespace) -> int:
         if run_dir.is_file() or not run_dir.exists():
             open_checkpoint(run_dir)  # the clear refusal for a pickle or a missing path
         raise CheckpointError(f"{run_dir}: not a run directory (no config.toml)")
+    flags = ["--force"] * args.force + ["--trust-code"] * args.trust_code
+    flags += ["--code-dir", args.code_dir] if args.code_dir else []
+    launched = _launched(args, ["resume", str(run_dir), *flags], config)
+    if launched is not None:
+        return launched
     trainer = Trainer.from_config(config, args.overrides)
     # the run's config and checkpoints are data: code they name is imported only under the
     # trust rule, and base_dir comes from the checkpoint the resume verifies (see Trainer.fit)
@@ -377,7 +411,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as err:
-        print(f"gradstep: error: {err}", file=sys.stderr)
+        from gradstep import dist
+
+        # under torchrun, bad settings or data found before the ranks met are every rank's:
+        # rank 0 says it; an error a rank met alone (after joining) is said by that rank
+        if dist.rank() == 0 or dist.distributed():
+            who = f"rank {dist.rank()}: " if dist.rank() and not str(err).startswith("rank") else ""
+            print(f"gradstep: error: {who}{err}", file=sys.stderr)
         return 2
     except (SaveError, NonFiniteError) as err:
         print(f"gradstep: error: {err}", file=sys.stderr)
@@ -385,6 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:
         import torch
 
+        from gradstep import dist
+
+        line = dist.collective_failure(err)
+        if line is not None:  # a timed-out collective, a rank that died mid-way: one line
+            print(f"gradstep: error: {line}", file=sys.stderr)
+            return 1
         if not isinstance(err, torch.OutOfMemoryError):
             raise
         first = first_line(err, "out of memory")

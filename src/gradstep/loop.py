@@ -256,8 +256,8 @@ def train_epoch(p: LoopParts, state: TrainState) -> None:
         if state.max_steps is not None and state.global_step >= state.max_steps:
             state.stop("max_steps")
         callbacks.on_step_end(state)  # the step is complete: logging, checkpoints, ...
-        # the flag is a Python bool, no syscall; under DDP the ranks agree on it (dist.AgreedStop)
-        if state.should_stop or (p.stop.check() if p.world > 1 else p.stop.requested):
+        # the flag is a Python bool, no syscall; under DDP the ranks agree (dist.AgreedStop)
+        if state.should_stop or (p.stop.step() if p.world > 1 else p.stop.requested):
             break
 
     if p.stop.requested and not state.should_stop:
@@ -284,6 +284,8 @@ def train_epoch(p: LoopParts, state: TrainState) -> None:
         record["partial"] = True
     state.history.append(record)
     callbacks.on_epoch_end(state)
+    if p.world > 1:  # a stop one rank decided at the epoch's end is every rank's
+        p.stop.check(state)
 
 
 def evaluate_batches(

@@ -29,7 +29,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from gradstep import dist, preflight
+from gradstep import dist, elastic, preflight
 from gradstep.callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from gradstep.callbacks.change_log import ChangeLog
 from gradstep.checkpoint.files import CheckpointError, SaveError
@@ -149,6 +149,9 @@ class Trainer:
             ``"full"``), ``accumulate``, ``lr``, ``optimizer``, ``momentum``, ``seed``, ``device``,
             ``loss``, ``log_every``, ``val_split``, ``normalize``, ``run_dir``, ``name``, ... (see
             :data:`gradstep.config.FLAT_KEYS`). Unknown names raise :class:`UserError`.
+            ``nproc=N`` (N > 1) is refused with how to launch instead: a script runs on N
+            processes under ``torchrun --nproc-per-node N script.py``, where ``fit`` shards
+            the data and syncs the ranks by itself.
     """
 
     def __init__(
@@ -158,6 +161,9 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         **settings: Any,
     ) -> None:
+        from gradstep.launch import check_nproc
+
+        check_nproc(settings.pop("nproc", None))  # several processes: torchrun starts them
         if config is not None and settings:
             raise UserError("pass either config= or keyword settings, not both")
         self.config = config if config is not None else config_from_flat(settings)
@@ -208,6 +214,11 @@ class Trainer:
         console = Console(quiet=not main)
         warn = _warner(console)
         found = None
+        world = dist.world_size()
+        if resume is None and world > 1:  # torchrun restarted the workers: continue the run
+            resume = elastic.restart_target(cfg.run.dir)
+            if resume is not None:
+                console.print(f"elastic restart {elastic.restart_count()}: resuming {resume}")
         if resume is not None:  # verified first: a resumed run's base_dir comes from it
             found = find_resume_checkpoint(self._resume_target(resume, cfg, model, train), warn)
             self._base_dir_from(found[0])
@@ -215,10 +226,11 @@ class Trainer:
             data = prepare_data(cfg, task, train, val, self.base_dir, warn=warn)
             model, model_name = self._model(cfg, model, data, task)
         net = unwrap_compiled(model)  # what checkpoints hold: a torch.compile'd model's module
-        world = dist.world_size()
         if world > 1:  # torchrun started this process: join the group (see gradstep.dist)
             dist.accumulate_per_world(cfg, world)
             device = dist.init(cfg.dist.backend, timeout_s=cfg.dist.timeout_s, device=device)
+            step = found[0].step if found is not None and found[0] is not None else -1
+            dist.same_everywhere(step, "the checkpoint resumed from")
         model.to(device)
         if world > 1:
             dist.prepare_batchnorm(cfg, net, device, warn)
@@ -288,7 +300,7 @@ class Trainer:
                 cfg, data, task=task, outputs=outputs, base_dir=self.base_dir
             )
             checkpointer = None
-            if run_dir is not None and cfg.checkpoint.every != "never":
+            if (run_dir is not None or world > 1) and cfg.checkpoint.every != "never":
                 checkpointer = make_checkpointer(
                     cfg,
                     run_dir,
@@ -319,7 +331,8 @@ class Trainer:
             if note is not None:
                 warn(note)
             parts = LoopParts(
-                model=dist.wrap(model, device),  # DDP when distributed, else the model itself
+                # DDP when distributed, else the model itself
+                model=dist.wrap(model, device, sync_buffers=not cfg.train.sync_batchnorm),
                 optimizer=optimizer,
                 loss_fn=loss_fn,
                 task=task,
@@ -419,7 +432,9 @@ class Trainer:
             if state.stop_reason == INTERRUPTED and (stop.signum is not None or world > 1):
                 # under DDP, a rank another rank's signal stopped ends as that rank does
                 signum = stop.signum if stop.signum is not None else signal.SIGTERM
+                dist.shutdown()  # every rank got here: leave the group together
                 raise interrupted(signum, state, run_dir, checkpointer, cfg.data.source)
+            dist.shutdown()
             return FitResult(model, state.history, summary, run_dir, cfg, state.model_info or {})
 
     def _resume_target(self, resume: str | Path, cfg: Config, model: Any, train: Any) -> Path:
@@ -484,6 +499,7 @@ class Trainer:
             cfg.run.name = self._default_run_name(cfg, model_name)
         run_dir = create_run_dir(cfg.run.dir, cfg.run.name)
         write_atomic(run_dir / "config.toml", to_toml(cfg))
+        elastic.record(cfg.run.dir, run_dir)  # under torchrun: what a restarted worker resumes
         return run_dir
 
     # --- evaluate / predict ----------------------------------------------------------------

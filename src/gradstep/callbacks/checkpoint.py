@@ -31,6 +31,13 @@ Args:
     peak: a :class:`~gradstep.callbacks.grad_norm.GradNormPeak` for ``grad_norm_peak``.
     before_save: called before each save; False skips it (the trainer reads the gradient
         monitor there, so a non-finite step is found first and nothing after it is saved).
+    ranks: under DDP, a :class:`~gradstep.checkpoint.ranks.RankParts`: at every checkpoint
+        each rank's generators and running sums are gathered into rank 0's ``state.json``.
+    follower: on a rank other than 0 (DDP): the same hooks decide when a checkpoint is due, so
+        the rank takes part in the gather at the same step, but it writes nothing. Every
+        decision that leads to a gather reads only what all ranks agree on (the step, the
+        epoch, a stop the loop agreed on); what only rank 0 knows (a failed write, before_save)
+        is decided after it.
 
 Example::
 
@@ -48,6 +55,7 @@ from typing import Any
 
 from gradstep.callbacks.base import Callback
 from gradstep.callbacks.grad_norm import GradNormPeak
+from gradstep.checkpoint.ranks import RankParts
 from gradstep.checkpoint.writer import CheckpointWriter, Job, Outcome, step_dir_name
 from gradstep.state import TrainState
 
@@ -64,18 +72,21 @@ class Checkpointer(Callback):
         monitor: str = "val_loss",
         mode: str = "min",
         on_save_error: str = "stop",
-        snapshot: Callable[[TrainState, Job], Job],
+        snapshot: Callable[..., Job],
         background: bool = True,
         warn: Callable[[str], None] | None = None,
         peak: GradNormPeak | None = None,
         before_save: Callable[[TrainState], bool] | None = None,
+        ranks: RankParts | None = None,
+        follower: bool = False,
     ) -> None:
         self.directory = directory
         self.every, self.monitor, self.mode = every, monitor, mode
         self._every_steps = every if isinstance(every, int) else 0
         self.on_save_error = on_save_error
         self.snapshot = snapshot
-        self.writer = CheckpointWriter(directory, keep, background=background)
+        self.ranks = ranks
+        self.writer = None if follower else CheckpointWriter(directory, keep, background=background)
         self.warn = warn or (lambda msg: print(f"gradstep: warning: {msg}", file=sys.stderr))
         self.peak = peak  # policy "grad_norm_peak": best is the first checkpoint after it held
         self.before_save = before_save  # e.g. read the gradient monitor: no save after a NaN
@@ -88,6 +99,7 @@ class Checkpointer(Callback):
         self.measured: dict[str, int] = {}  # "val" / "train" -> step of the latest measurement
         self.last_saved_step: int | None = None
         self.failures: list[str] = []
+        self._failed = False  # DDP: a failed write not yet told to the other ranks
         # best as it was before each queued best job claimed it, to restore if its write fails
         self._claims: dict[str, tuple[float | None, int | None, str | None]] = {}
 
@@ -126,17 +138,25 @@ class Checkpointer(Callback):
                 self.save(state)
 
     def on_epoch_end(self, state: TrainState) -> None:
-        self._collect(self.writer.poll(), state)  # cheap: no waiting
+        # decided before a failed write is collected: every rank decides alike (see follower)
+        due = self.every == "epoch" and not state.should_stop and state.epoch < state.epochs
+        if self.writer is not None:
+            self._collect(self.writer.poll(), state)  # cheap: no waiting
+            if self._failed and not due:  # DDP: the loop's epoch-end check tells every rank
+                state.stop(STOP_REASON)
         self.measured["train"] = state.global_step
-        if self.every == "epoch" and not state.should_stop and state.epoch < state.epochs:
+        if due:
             self.save(state)
 
     def on_fit_end(self, state: TrainState) -> None:
-        if self.every != "never" and state.stop_reason != STOP_REASON:
+        if self.every != "never" and (self.ranks is not None or state.stop_reason != STOP_REASON):
             self.save(state)
-        self._collect(self.writer.close(), state, at_end=True)
+        if self.writer is not None:
+            self._collect(self.writer.close(), state, at_end=True)
 
     def on_exception(self, state: TrainState, exc: BaseException) -> None:
+        if self.writer is None:
+            return
         try:
             outcomes = self.writer.close()  # let the checkpoints being written finish
         except BaseException:  # never hide the exception that brought us here
@@ -150,8 +170,18 @@ class Checkpointer(Callback):
     def save(self, state: TrainState) -> None:
         """Snapshot the state now; it is written in the background (see
         :class:`~gradstep.checkpoint.writer.CheckpointWriter`). A failed earlier write is dealt
-        with first, and a run stopping for one writes nothing more."""
-        self._collect(self.writer.wait(self.writer.max_pending - 1), state)
+        with first, and a run stopping for one writes nothing more. Under DDP every rank's
+        part is gathered first (see ``follower``)."""
+        if self.writer is not None:
+            self._collect(self.writer.wait(self.writer.max_pending - 1), state)
+        parts = None
+        if self.ranks is not None:  # rank 0's part says whether a write failed: all stop alike
+            failed = self._failed or state.stop_reason == STOP_REASON
+            parts = self.ranks.gather(state, failed=failed)
+            if self.ranks.failed and state.stop_reason != STOP_REASON:
+                state.stop(STOP_REASON)
+        if self.writer is None:
+            return  # a follower: its part is in rank 0's checkpoint
         if self.before_save is not None and not self.before_save(state):
             return  # never a checkpoint of weights after a non-finite step
         if state.stop_reason == STOP_REASON:
@@ -168,7 +198,8 @@ class Checkpointer(Callback):
             self._claims[name] = (self.best_value, self.best_step, self.best_name)
             self.best_value, self.best_step, self.best_name = value, state.global_step, name
         self.last_saved_step = state.global_step
-        job = self.snapshot(state, Job(name=name, best=best))
+        job = Job(name=name, best=best)
+        job = self.snapshot(state, job) if parts is None else self.snapshot(state, job, parts)
         self._collect(self.writer.submit(job), state)
 
     def _collect(self, outcomes: list[Outcome], state: TrainState, at_end: bool = False) -> None:
@@ -182,8 +213,10 @@ class Checkpointer(Callback):
             self.failures.append(message)
             if self.on_save_error == "continue":
                 self.warn(message + ("" if at_end else "; training continues"))
-            elif not at_end:  # the trainer reports the failure once the run has stopped
+            elif not at_end and self.ranks is None:  # the trainer reports it after the stop
                 state.stop(STOP_REASON)
+            elif not at_end:  # DDP: every rank stops at the next gather or epoch end, alike
+                self._failed = True
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -60,6 +60,7 @@ CHANGEABLE: dict[str, str] = {
     "data.download": "whether MNIST may be downloaded",
     "dist.backend": "the process group's backend",
     "dist.timeout_s": "how long a collective waits",
+    "dist.max_restarts": "how often --nproc's agent restarts failed workers",
 }
 """Keys a resume applies, and what each does from the checkpoint's step on."""
 
@@ -229,6 +230,8 @@ def resume_changes(
         before, after = old.get(key), new.get(key)
         if key in LOCATION or _json(before) == _json(after):
             continue
+        if key == "train.accumulate" and _derived(old, new):
+            continue  # derived from effective_batch for this world size (the fingerprint checks)
         if isinstance(before, float) and isinstance(after, float):
             if math.isnan(before) and math.isnan(after):
                 continue
@@ -251,6 +254,12 @@ def resume_changes(
             "patience and min_delta, health, clipping and device settings (gradstep resume -h)"
         )
     return records
+
+
+def _derived(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """``accumulate`` follows from ``effective_batch`` (the same in both) and the world size."""
+    eff = old.get("train.effective_batch")
+    return eff is not None and _json(eff) == _json(new.get("train.effective_batch"))
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -159,16 +159,28 @@ def restore(
     device: torch.device,
     new_meter: Any,
     tensor_states: dict[str, torch.Tensor] | None = None,
+    rebatch: bool = False,
 ) -> None:
     """Put the rest of the checkpoint's training state into the built run: progress, the
-    epoch's running metrics, history, callback states (RNG comes last, separately)."""
+    epoch's running metrics (this rank's: see :mod:`gradstep.checkpoint.ranks`), history,
+    callback states (RNG comes last, separately). ``rebatch``: the checkpoint's micro-batch
+    (``batch_size × world_size``) is not this run's, the samples per step are."""
+    from gradstep import dist
+    from gradstep.checkpoint.ranks import own_part
+
+    accumulate = state.accumulate
     state.load_state_dict(saved["progress"])
+    if rebatch and state.in_epoch:
+        # another block of batch_size × world samples (same samples per step): mid-epoch every
+        # step took `accumulate` blocks, so the position in the epoch is steps × the new count
+        state.batch = state.step_in_epoch * accumulate
     state.history = list(saved.get("history", []))
     state.train_metrics = dict(saved.get("train_metrics", {}))
     state.val_metrics = dict(saved.get("val_metrics", {}))
     if state.in_epoch:
         state.train_meter = new_meter()
-        state.train_meter.load_state_dict(saved["meter"], device)
+        meter, _ = own_part(saved, rank=dist.rank(), world=dist.world_size())
+        state.train_meter.load_state_dict(meter, device)
     states = saved.get("callbacks", {})
     tensors = tensor_states or {}
     for key, cb in callback_keys(callbacks).items():
@@ -231,6 +243,9 @@ class ResumePlan:
     """Every config change of the run's resumes: earlier ones (from the checkpoint), then
     this one's (see :meth:`settle`)."""
     new_changes: list[dict[str, Any]] = field(default_factory=list)
+    rebatch: bool = False
+    """The checkpoint's micro-batch (``batch_size × world_size``) is not this run's; the
+    samples per step are (see :func:`gradstep.checkpoint.ranks.reshaped`)."""
 
     @classmethod
     def find(cls, target: Path, fingerprint: dict[str, Any], force: bool, warn: Any) -> ResumePlan:
@@ -256,17 +271,32 @@ class ResumePlan:
             )
             return cls(None, run_dir, {"metrics_bytes": 0})
         saved = ckpt.state()
-        if batches_per_epoch is not None:
-            from gradstep.checkpoint.schema import check_state
+        from gradstep.checkpoint.ranks import block_of, reshaped
+        from gradstep.checkpoint.schema import check_state
 
-            check_state(saved, ckpt.path, batches_per_epoch=batches_per_epoch)
-        differences = describe_differences(saved.get("fingerprint", {}), fingerprint)
+        check_state(saved, ckpt.path)
+        old, new, effective = reshaped(saved["fingerprint"], fingerprint)
+        differences = describe_differences(old, new)
+        if effective is not None:
+            differences.insert(0, effective)
         if differences and not force:
             raise CheckpointError(
                 f"{ckpt.path}: written by a different run ({'; '.join(differences)}); resume with "
                 "the same settings, or force it (--force, or fit(..., force=True))"
             )
-        return cls(ckpt, run_dir, saved)
+        plan = cls(ckpt, run_dir, saved)
+        plan.rebatch = not differences and block_of(saved["fingerprint"]) != block_of(fingerprint)
+        if batches_per_epoch is not None and not plan.rebatch:
+            check_state(saved, ckpt.path, batches_per_epoch=batches_per_epoch)
+        elif batches_per_epoch is not None:  # the position in this run's blocks
+            p = saved["progress"]
+            at = p["step_in_epoch"] * int(fingerprint.get("accumulate", 1))
+            if p["in_epoch"] and at > batches_per_epoch:
+                raise CheckpointError(
+                    f"{ckpt.path}: state.json: progress.step_in_epoch: step {p['step_in_epoch']} "
+                    f"of the epoch lies beyond this run's {batches_per_epoch} micro-batches"
+                )
+        return plan
 
     def load_into(self, model: torch.nn.Module, optimizer: Any) -> None:
         """Weights and optimizer state (see :func:`load_into`), and a check that the weights
@@ -342,8 +372,8 @@ class ResumePlan:
             return {"checkpoint": None, "step": 0}
         has = self.ckpt.has("callbacks.safetensors")
         tensors = read_tensors(self.ckpt.listed("callbacks.safetensors")) if has else None
-        restore(self.saved, tensor_states=tensors, **parts)
-        if checkpointer is not None:
+        restore(self.saved, tensor_states=tensors, rebatch=self.rebatch, **parts)
+        if checkpointer is not None and checkpointer.writer is not None:  # the writing rank
             relink(self.ckpt, checkpointer.best_name)
         state = parts["state"]
         where = (
@@ -367,6 +397,8 @@ class ResumePlan:
     def reseed(self) -> None:
         """Every RNG as the checkpoint left it: last, so nothing draws before the loop."""
         if self.ckpt is not None:
+            from gradstep import dist
             from gradstep.checkpoint.content import set_rng_state
+            from gradstep.checkpoint.ranks import own_part
 
-            set_rng_state(self.saved["rng"])
+            set_rng_state(own_part(self.saved, rank=dist.rank(), world=dist.world_size())[1])

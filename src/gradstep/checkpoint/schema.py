@@ -34,6 +34,7 @@ range:
   a second one: ``callback_keys``) field by field; a user's own callback's state is theirs;
 * ``history``: records of names to numbers, strings, booleans or null, with an ``epoch`` and a
   ``step``, the loop's own keys (``train_loss``, ``lr``, ...) numbers;
+* ``ranks`` (DDP): each rank's ``rng`` and ``meter``, checked as the top-level ones;
 * ``fingerprint`` / ``config``: JSON objects; nothing nested deeper than :data:`MAX_DEPTH`.
 
 Keys this version does not know are ignored (a later one may add some within format version
@@ -194,6 +195,11 @@ class Fingerprint(_Obj):
     accumulate: Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 
 
+class RankPart(_Obj):  # one rank's own part under DDP (gradstep.checkpoint.ranks)
+    rng: RngState
+    meter: MeterState | None
+
+
 class SavedState(_Obj):
     step: Count
     epoch: Count
@@ -209,6 +215,7 @@ class SavedState(_Obj):
     fingerprint: Fingerprint
     config: dict[StrictStr, Any]
     base_dir: StrictStr | None = None
+    ranks: Annotated[list[RankPart], Field(min_length=1)] | None = None
 
 
 # --- the built-in callbacks' states (their load_state_dict reads these) --------------------
@@ -579,6 +586,8 @@ def check_state(
         groups = len(s.optimizer.param_groups)
         _optimizer(s.optimizer, saved["optimizer"])
         _rng(s.rng)
+        for part in s.ranks or ():
+            _rng(part.rng)
         _callbacks(s.callbacks, groups, s.progress.global_step)
         _history(s.history)
     except _Bad as bad:

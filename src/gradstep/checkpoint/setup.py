@@ -12,6 +12,7 @@ import torch
 from gradstep import dist, preflight
 from gradstep.callbacks.checkpoint import Checkpointer
 from gradstep.callbacks.grad_norm import GradNormPeak
+from gradstep.checkpoint.ranks import RankParts
 from gradstep.checkpoint.resume import data_fingerprint
 from gradstep.checkpoint.snapshot import RunSnapshot, model_info
 from gradstep.config import Config
@@ -36,6 +37,9 @@ def run_fingerprint(cfg: Config, batch_size: int | None, train_data: Any) -> dic
         "shuffle": cfg.train.shuffle,
         "seed": cfg.run.seed,
         "world_size": dist.world_size(),
+        "effective_batch": (
+            batch_size * cfg.train.accumulate * dist.world_size() if batch_size else None
+        ),
         "data": data_fingerprint(train_data),
     }
 
@@ -68,7 +72,7 @@ def run_model_info(
 
 def make_checkpointer(
     cfg: Config,
-    run_dir: Path,
+    run_dir: Path | None,
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -82,7 +86,16 @@ def make_checkpointer(
     before_save: Callable[[Any], bool] | None = None,
 ) -> Checkpointer:
     """The run's checkpoint callback; give it the run's callbacks (``snapshot.callbacks``).
-    ``model`` is the module whose weights are saved (a compiled model's own module)."""
+    ``model`` is the module whose weights are saved (a compiled model's own module).
+
+    Under DDP every rank has one: rank 0's writes (``run_dir``), the others' (``run_dir`` None)
+    follow it, each giving its generators and running sums to every checkpoint (see
+    :mod:`gradstep.checkpoint.ranks`)."""
+    ranks = RankParts() if dist.distributed() else None
+    if run_dir is None:
+        return Checkpointer(
+            Path(), every=cfg.checkpoint.every, snapshot=_Follower(), ranks=ranks, follower=True
+        )
     info = run_model_info(cfg, data, task=task, outputs=outputs, base_dir=base_dir)
     c = cfg.checkpoint
     metrics_path = run_dir / "metrics.jsonl"
@@ -102,4 +115,14 @@ def make_checkpointer(
         if c.policy == "grad_norm_peak"
         else None,
         before_save=before_save,
+        ranks=ranks,
     )
+
+
+class _Follower:
+    """A follower's snapshot: it never takes one (its part goes to rank 0's)."""
+
+    callbacks: list[Any]
+
+    def __call__(self, *_: Any) -> Any:
+        raise AssertionError("a follower checkpointer writes nothing")

@@ -24,6 +24,7 @@ from torch import nn
 from gradstep.checkpoint.content import RngCapture, optimizer_state
 from gradstep.checkpoint.encoding import encode_tensors, tensors_to_bytes
 from gradstep.checkpoint.files import json_bytes
+from gradstep.checkpoint.ranks import summed_meter
 from gradstep.checkpoint.resume import callback_keys
 from gradstep.checkpoint.writer import Job
 from gradstep.errors import NonFiniteError, UserError
@@ -193,7 +194,10 @@ class RunSnapshot:
             parts.append(json.dumps(history[-1]))
         return "[" + ", ".join(parts) + "]"
 
-    def __call__(self, state: TrainState, job: Job) -> Job:
+    def __call__(self, state: TrainState, job: Job, ranks: list[str] | None = None) -> Job:
+        """The files of the checkpoint ``job`` names. ``ranks``: under DDP, every rank's part
+        as JSON (:meth:`~gradstep.checkpoint.ranks.RankParts.gather`): saved as ``"ranks"``,
+        with rank 0's generators and the ranks' summed running metrics at the top level."""
         opt_tensors, opt_meta = optimizer_state(self.optimizer)
         weights = self.model.state_dict()
         # serialised here, on the training thread: safetensors' bytes are the snapshot (one
@@ -237,9 +241,17 @@ class RunSnapshot:
         }
         # one JSON object: the changing part, then the history and the run's fixed part, each
         # encoded as above (key order is not part of the format)
+        rng = self._rng.json() if ranks is None else None
+        if ranks is not None:  # rank 0's generators on top, the sums of every rank's metrics
+            parts = [json.loads(text) for text in ranks]
+            rng = json.dumps(parts[0]["rng"])
+            if state.in_epoch:
+                saved["meter"] = summed_meter(parts)
         changing = json.dumps(saved)
+        if ranks is not None:
+            changing = f'{changing[:-1]}, "ranks": [{", ".join(ranks)}]}}'
         encoded = ", ".join(f"{json.dumps(k)}: {text}" for k, text in callbacks.items())
-        state_json = f'{changing[:-1]}, "rng": {self._rng.json()}, "callbacks": {{{encoded}}}, '
+        state_json = f'{changing[:-1]}, "rng": {rng}, "callbacks": {{{encoded}}}, '
         state_json += f'"history": {self._history_json(state.history)}, {self._fixed_json}}}\n'
         job.files = {
             "model.safetensors": weight_bytes,

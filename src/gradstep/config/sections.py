@@ -152,7 +152,9 @@ class TrainSection(_Section):
                 f"batch_size = {self.batch_size}"
             )
         derived = self.effective_batch // self.batch_size
-        if self.accumulate not in (1, derived):  # a resolved config carries both, agreeing
+        # a resolved config carries both, agreeing: accumulate = effective_batch / (batch_size
+        # × processes) for the processes that wrote it (gradstep.dist.accumulate_per_world)
+        if derived % self.accumulate:
             raise ValueError(
                 f"effective_batch = {self.effective_batch} with batch_size = {self.batch_size} "
                 f"means accumulate = {derived}, not {self.accumulate}: give one of the two"
@@ -336,6 +338,10 @@ class DistSection(_Section):
     """The process group's backend: ``"auto"`` is nccl on CUDA, gloo on the CPU."""
     timeout_s: float = Field(1800.0, gt=0.0, allow_inf_nan=False)
     """How long a collective waits for the other ranks before the job fails (seconds)."""
+    max_restarts: int = Field(0, ge=0, le=1000)
+    """``gradstep fit --nproc N``: how many times torchrun's agent restarts the workers after
+    one fails (each restart resumes from the newest checkpoint: see :mod:`gradstep.elastic`).
+    Under your own ``torchrun`` it is torchrun's ``--max-restarts``."""
 
 
 class Config(_Section):

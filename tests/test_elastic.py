@@ -1,0 +1,37 @@
+"""Which run a restarted torchrun worker resumes (gradstep.elastic); the restarts themselves
+run in tests/test_dist_resume.py."""
+
+from __future__ import annotations
+
+from gradstep import elastic
+
+
+def test_a_restarted_worker_finds_the_run_its_job_created(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job/42")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    run = tmp_path / "exp-2"
+    run.mkdir()
+    (run / "config.toml").write_text("")
+    elastic.record(tmp_path, run)
+    assert (tmp_path / ".elastic" / "job_42.json").is_file()  # one safe file name
+    assert elastic.restart_target(tmp_path) is None  # a first attempt starts its run
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert elastic.restart_target(tmp_path) == run
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "another-job")
+    assert elastic.restart_target(tmp_path) is None  # another job's run is never resumed
+
+
+def test_no_run_directory_or_a_crafted_marker_starts_afresh(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "j")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    assert elastic.restart_target(tmp_path) is None  # died before creating its run
+    (tmp_path / ".elastic").mkdir()
+    for text in ('{"run": "../outside"}', "[1", '{"run": 3}', '{"run": "gone"}'):
+        (tmp_path / ".elastic" / "j.json").write_text(text)
+        assert elastic.restart_target(tmp_path) is None, text
+
+
+def test_outside_torchrun_nothing_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    elastic.record(tmp_path, tmp_path / "run")
+    assert not (tmp_path / ".elastic").exists()
