@@ -249,3 +249,34 @@ def test_bad_settings_under_nproc_are_said_once_with_exit_2(tmp_path):
         assert len(errors) == 1 and says in errors[0], proc.stderr[-3000:]
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_busy_rendezvous_port_is_one_clear_line_and_no_run_directory(tmp_path):
+    import socket
+
+    (tmp_path / "ok.toml").write_text(
+        f'[data]\nsource = "random"\nn = 100\n[train]\nepochs = 1\n[run]\ndir = "{tmp_path}/runs"\n'
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**ENV, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        args = [sys.executable, "-m", "gradstep", "fit", str(tmp_path / "ok.toml")]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot join the process group at 127.0.0.1:{port}" in lines[0]
+    assert "address already in use" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_out_of_memory_fallback_is_refused_under_ddp():
+    from gradstep import dist
+    from gradstep.config import Config
+    from gradstep.errors import UserError
+
+    cfg = Config.model_validate({"train": {"on_oom": "fallback"}})
+    with pytest.raises(UserError, match="works in one process only"):
+        dist.accumulate_per_world(cfg, 2)

@@ -62,14 +62,14 @@ def lines(run_dir: Path) -> list[dict]:
     return out
 
 
-def assert_identical(a: Path, b: Path) -> None:
+def assert_identical(a: Path, b: Path, steps: int = 18) -> None:
     ta, tb = final(a), final(b)
     assert ta.keys() == tb.keys()
     for key in ta:
         assert torch.equal(ta[key], tb[key]), key
     assert lines(a) == lines(b)
     sa, sb = (json.loads((r / "summary.json").read_text()) for r in (a, b))
-    assert sa["global_step"] == sb["global_step"] == 18  # 3 epochs of 6 steps of 32 samples
+    assert sa["global_step"] == sb["global_step"] == steps  # 3 epochs of 6 steps of 32 samples
 
 
 def resumed_from(run_dir: Path) -> dict:
@@ -223,3 +223,12 @@ def test_a_generic_dataset_resumes_bit_identical_after_an_elastic_restart(tmp_pa
     assert proc.stdout.count("elastic restart 1: resuming") == 1
     assert resumed_from(tmp_path / "killed")["step"] in (6, 8)
     assert_identical(tmp_path / "ref", tmp_path / "killed")
+
+
+def test_a_resume_at_the_block_where_a_ranks_share_is_empty_takes_the_step(tmp_path):
+    """129 samples: the epoch's last block holds one, rank 1 none; the checkpoint at step 4
+    resumes right before it, so rank 1's resumed sampler has nothing left to give."""
+    ok(child(tmp_path, "ref", "dataset-129"))
+    ok(child(tmp_path, "killed", "dataset-129", kill="rank1-step:5", restarts=1))
+    assert resumed_from(tmp_path / "killed")["step"] == 4
+    assert_identical(tmp_path / "ref", tmp_path / "killed", steps=15)

@@ -35,3 +35,19 @@ def test_outside_torchrun_nothing_is_recorded(tmp_path, monkeypatch):
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     elastic.record(tmp_path, tmp_path / "run")
     assert not (tmp_path / ".elastic").exists()
+
+
+def test_torchruns_default_id_and_a_second_fit_have_their_own_markers(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    first, second = tmp_path / "a", tmp_path / "b"
+    for run in (first, second):
+        run.mkdir()
+        (run / "config.toml").write_text("")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # multi-node without --rdzv-id
+    elastic.record(tmp_path, first)
+    assert not (tmp_path / ".elastic").exists() and elastic.restart_target(tmp_path) is None
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    elastic.record(tmp_path, first, 0)
+    elastic.record(tmp_path, second, 1)  # the script's second fit
+    assert elastic.restart_target(tmp_path, 0) == first
+    assert elastic.restart_target(tmp_path, 1) == second

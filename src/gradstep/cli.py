@@ -405,27 +405,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from gradstep import dist
     from gradstep.checkpoint.files import SaveError
     from gradstep.errors import NonFiniteError
 
     try:
         return COMMANDS[args.command](args)
     except UserError as err:
-        from gradstep import dist
-
-        # under torchrun, bad settings or data found before the ranks met are every rank's:
-        # rank 0 says it; an error a rank met alone (after joining) is said by that rank
-        if dist.rank() == 0 or dist.distributed():
-            who = f"rank {dist.rank()}: " if dist.rank() and not str(err).startswith("rank") else ""
-            print(f"gradstep: error: {who}{err}", file=sys.stderr)
+        # under torchrun every rank meets bad settings or data alike: rank 0 says it (a rank
+        # that met one alone exits 2 too, and --nproc names it)
+        if dist.rank() == 0:
+            print(f"gradstep: error: {err}", file=sys.stderr)
         return 2
     except (SaveError, NonFiniteError) as err:
-        print(f"gradstep: error: {err}", file=sys.stderr)
+        if dist.rank() == 0:
+            print(f"gradstep: error: {err}", file=sys.stderr)
         return 1
     except RuntimeError as err:
         import torch
-
-        from gradstep import dist
 
         line = dist.collective_failure(err)
         if line is not None:  # a timed-out collective, a rank that died mid-way: one line

@@ -99,8 +99,10 @@ def init(backend: str, *, timeout_s: float, device: torch.device) -> torch.devic
         torch.distributed.init_process_group(backend=name, timeout=timeout, **kwargs)
         import atexit
 
-        global _joined
+        global _joined, _flags_group
         _joined = True
+        if name == "nccl":  # the stop flags on the CPU: reading one never waits for the GPU
+            _flags_group = torch.distributed.new_group(backend="gloo")
         atexit.register(_leave)  # an orderly exit, not the group's destructor at shutdown
     except (RuntimeError, ValueError) as err:  # a busy port, a rendezvous that timed out
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
@@ -117,9 +119,12 @@ def _attempt_store(timeout: datetime.timedelta) -> dict[str, Any]:
     After an elastic restart the new workers meet in the agent's store; measured here (torch
     2.13, gloo, 2 processes on 2 busy cores), one restart in a few read the addresses the dead
     attempt's workers had published and failed with "connection refused". Prefixing every key
-    with the restart count (``TORCHELASTIC_RESTART_COUNT``) keeps each attempt's to itself."""
+    with the restart count (``TORCHELASTIC_RESTART_COUNT``) keeps each attempt's to itself.
+    Only with one agent (one node): agents count restarts each for itself."""
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return {}
+    if os.environ.get("GROUP_WORLD_SIZE", "1") != "1":  # several agents (nodes): each counts
+        return {}  # its own restarts, so the count is no key they share; torch's store as is
     host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     store = torch.distributed.TCPStore(host, port, world_size(), False, timeout=timeout)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
@@ -127,6 +132,7 @@ def _attempt_store(timeout: datetime.timedelta) -> dict[str, Any]:
     return {"store": prefixed, "rank": rank(), "world_size": world_size()}
 
 
+_flags_group: Any = None  # under nccl, a gloo group for AgreedStop's flags (CPU tensors)
 _joined = False  # whether init joined the group (a group the user made is left to them)
 
 
@@ -135,18 +141,19 @@ def shutdown() -> None:
     while rank 0 still writes the final checkpoint), then ``destroy_process_group``. A process
     that exits without it may abort (SIGABRT) as gloo's threads are torn down with the
     interpreter, and the agent then kills the others: so it is also registered ``atexit``."""
-    global _joined
+    global _joined, _flags_group
     if _joined and torch.distributed.is_initialized():
         _joined = False
         with contextlib.suppress(RuntimeError):
             torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        torch.distributed.destroy_process_group()  # every group: the flags' too
+        _flags_group = None
 
 
 def _leave() -> None:
-    global _joined
+    global _joined, _flags_group
     if _joined and torch.distributed.is_initialized():
-        _joined = False
+        _joined, _flags_group = False, None
         with contextlib.suppress(Exception):
             torch.distributed.destroy_process_group()
 
@@ -172,6 +179,19 @@ def wrap(model: nn.Module, device: torch.device, *, sync_buffers: bool = True) -
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
         return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers to every rank, when DDP broadcasts them (a plain BatchNorm's running
+    statistics: each rank updated its own since the last training forward). Before a
+    validation, so every shard is normalised as rank 0's checkpoint would normalise it."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    syncs = getattr(model, "forward_sync_buffers", getattr(model, "broadcast_buffers", False))
+    if isinstance(model, DistributedDataParallel) and syncs:
+        for buffer in model.module.buffers():
+            if buffer.numel():
+                torch.distributed.broadcast(buffer.data, src=0)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -229,6 +249,13 @@ def collective_failure(err: BaseException, timeout_s: float | None = None) -> st
     )
 
 
+def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
+    """``t`` reduced to its minimum over the ranks, in place (e.g. "finite on every rank")."""
+    if distributed():
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return t
+
+
 def same_everywhere(value: int, what: str) -> None:
     """Refuse a run whose ranks disagree on ``value`` (e.g. the step of the checkpoint each
     rank found to resume from: a run directory that is not on storage every node shares)."""
@@ -268,6 +295,11 @@ def accumulate_per_world(cfg: Any, world: int) -> None:
     ``effective_batch / (batch_size × world)``, so one config trains the same model on 1, 2
     or 4 processes. Without it, each step sees ``batch_size × accumulate × world``."""
     t = cfg.train
+    if t.on_oom == "fallback":  # a rank alone would split its micro-batches: the ranks part
+        raise UserError(
+            '[train] on_oom = "fallback" works in one process only; under DDP every rank '
+            "must run the same micro-batches (lower batch_size instead)"
+        )
     if t.effective_batch is None:
         return
     assert isinstance(t.batch_size, int)  # the config refuses effective_batch with "full"
@@ -312,7 +344,8 @@ class AgreedStop:
 
     def _mine(self, stop: int = 0) -> torch.Tensor:
         signal = 1 if self.requested or getattr(self.local, "requested", False) else 0
-        return torch.tensor([signal, stop], device=collective_device())
+        device = "cpu" if _flags_group is not None else collective_device()
+        return torch.tensor([signal, stop], device=device)
 
     def _read_pending(self) -> None:
         if self._pending is not None:
@@ -328,7 +361,7 @@ class AgreedStop:
             flags = self._mine()
             if distributed():
                 op = torch.distributed.ReduceOp.MAX
-                work = torch.distributed.all_reduce(flags, op=op, async_op=True)
+                work = torch.distributed.all_reduce(flags, op=op, group=_flags_group, async_op=True)
                 self._pending = (work, flags)
             elif flags[0].item():
                 self.requested = True
@@ -343,7 +376,8 @@ class AgreedStop:
             stop = SHARED_REASONS.index(reason) + 2 if reason in SHARED_REASONS else 1
         flags = self._mine(stop)
         if distributed():
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            op = torch.distributed.ReduceOp.MAX
+            torch.distributed.all_reduce(flags, op=op, group=_flags_group)
         signal, stop = flags.tolist()  # a host sync: two integers
         self.requested = bool(signal)
         if stop and state is not None and not state.should_stop:

@@ -13,7 +13,12 @@ first checkpoint, the run starts again in the same directory; before its run dir
 existed, it starts as new.
 
 Multi-node jobs must give every node the same ``--rdzv-id`` (the SLURM job id, say): the
-marker is looked up by it, on storage every node shares (as the run directory must be).
+marker is looked up by it, on storage every node shares (as the run directory must be);
+torchrun's default id ``none`` (multi-node without ``--rdzv-id``) is never looked up, since
+every such job would share it. A script that calls ``fit`` twice has a marker per call
+(``<id>-1.json`` for the second). Only restarts after a failure count
+(``TORCHELASTIC_RESTART_COUNT``): a membership change of ``--nnodes MIN:MAX`` restarts the
+workers without counting, and they start a new run.
 
 Example (what :meth:`~gradstep.trainer.Trainer.fit` does)::
 
@@ -41,17 +46,28 @@ def restart_count() -> int:
         return 0
 
 
-def _marker(runs: str | Path) -> Path | None:
+_fits = 0  # fit() calls in this process: a script that trains twice has two runs
+
+
+def begin_fit() -> int:
+    """This process's fit number (0, 1, ...): the n-th fit of a restarted script resumes the
+    run the n-th fit of its first attempt created."""
+    global _fits
+    _fits += 1
+    return _fits - 1
+
+
+def _marker(runs: str | Path, index: int) -> Path | None:
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if not run_id:
+    if not run_id or run_id == "none":  # torchrun's default id: every such job would share it
         return None
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:200].lstrip(".") or "_"
-    return Path(runs) / FOLDER / f"{safe}.json"
+    return Path(runs) / FOLDER / (f"{safe}.json" if index == 0 else f"{safe}-{index}.json")
 
 
-def record(runs: str | Path, run_dir: Path) -> None:
+def record(runs: str | Path, run_dir: Path, index: int = 0) -> None:
     """Remember ``run_dir`` as this elastic job's run (no-op outside torchrun)."""
-    marker = _marker(runs)
+    marker = _marker(runs, index)
     if marker is None:
         return
     from gradstep.rundir import write_atomic
@@ -60,12 +76,12 @@ def record(runs: str | Path, run_dir: Path) -> None:
     write_atomic(marker, json.dumps({"run": run_dir.name}) + "\n")
 
 
-def restart_target(runs: str | Path) -> Path | None:
+def restart_target(runs: str | Path, index: int = 0) -> Path | None:
     """The run directory a restarted worker resumes (None: a first attempt, or the first
     attempt never created its run directory)."""
     if restart_count() <= 0:
         return None
-    marker = _marker(runs)
+    marker = _marker(runs, index)
     if marker is None or not marker.is_file():
         return None
     try:

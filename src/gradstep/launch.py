@@ -55,12 +55,15 @@ def check_nproc(nproc: int | None) -> None:
 
 def launch(command: Sequence[str], nproc: int, max_restarts: int) -> int:
     """Run ``gradstep COMMAND...`` on ``nproc`` local processes; return the exit status."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if under_torchrun():
         raise UserError("--nproc inside a torchrun job: leave it out (torchrun set the processes)")
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads is None:  # for the workers (the agent passes this process's value on)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     # the agent's own log lines (a failed worker's pid and binary): the worker said why
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("torch.distributed.elastic"):
@@ -75,9 +78,12 @@ def launch(command: Sequence[str], nproc: int, max_restarts: int) -> int:
         max_restarts=max_restarts,
         monitor_interval=0.1,
         start_method="spawn",
+        shutdown_timeout=120,  # a signalled worker finishes its step, checkpoint and summary
     )
     try:
         elastic_launch(config, sys.executable)("-m", "gradstep", *command)
+    except SignalException as err:  # Ctrl-C / SIGTERM: the workers stopped after their step
+        return 128 + int(err.sigval)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         code = failure.exitcode
@@ -89,4 +95,7 @@ def launch(command: Sequence[str], nproc: int, max_restarts: int) -> int:
             )
             return 128 - code
         return code or 1
+    finally:
+        if threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
     return 0

@@ -118,7 +118,10 @@ def forward_backward(
                 (out.sum() * 0.0).backward()
                 continue
             loss = loss_fn(out, y)
-            (loss if whole else loss * (len(y) * world / n)).backward()
+            # weight 1 (a share of exactly n / world samples: every full block under DDP) is
+            # skipped; multiplying by 1.0 would change nothing but cost an op and its backward
+            share = len(y) * world
+            (loss if whole or share == n else loss * (share / n)).backward()
         done.append((loss, out, y))
     return done
 
@@ -313,6 +316,8 @@ def evaluate_batches(
 
 def validate(p: LoopParts, state: TrainState) -> None:
     # the module itself, not its DDP wrapper: no gradient, nothing to synchronise but the sums
+    # (and, with a plain BatchNorm, rank 0's running statistics: what its checkpoint holds)
+    dist.broadcast_buffers(p.model)
     state.val_metrics = evaluate_batches(dist.unwrap(p.model), p.val.epoch(0), p.loss_fn, p.task)
     p.callbacks.on_validation_end(state)
 

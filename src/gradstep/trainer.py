@@ -215,8 +215,9 @@ class Trainer:
         warn = _warner(console)
         found = None
         world = dist.world_size()
-        if resume is None and world > 1:  # torchrun restarted the workers: continue the run
-            resume = elastic.restart_target(cfg.run.dir)
+        self._fit_index = elastic.begin_fit()
+        if resume is None:  # torchrun restarted the workers: continue the run
+            resume = elastic.restart_target(cfg.run.dir, self._fit_index)
             if resume is not None:
                 console.print(f"elastic restart {elastic.restart_count()}: resuming {resume}")
         if resume is not None:  # verified first: a resumed run's base_dir comes from it
@@ -415,6 +416,7 @@ class Trainer:
                 console.print(
                     format_verdicts(verdicts), markup=False, highlight=False, soft_wrap=True
                 )
+            dist.shutdown()  # every rank is here: leave together, before rank 0 raises
             try:
                 if checkpointer is not None and checkpointer.failures:
                     if cfg.checkpoint.on_save_error == "stop":
@@ -432,9 +434,7 @@ class Trainer:
             if state.stop_reason == INTERRUPTED and (stop.signum is not None or world > 1):
                 # under DDP, a rank another rank's signal stopped ends as that rank does
                 signum = stop.signum if stop.signum is not None else signal.SIGTERM
-                dist.shutdown()  # every rank got here: leave the group together
                 raise interrupted(signum, state, run_dir, checkpointer, cfg.data.source)
-            dist.shutdown()
             return FitResult(model, state.history, summary, run_dir, cfg, state.model_info or {})
 
     def _resume_target(self, resume: str | Path, cfg: Config, model: Any, train: Any) -> Path:
@@ -499,7 +499,8 @@ class Trainer:
             cfg.run.name = self._default_run_name(cfg, model_name)
         run_dir = create_run_dir(cfg.run.dir, cfg.run.name)
         write_atomic(run_dir / "config.toml", to_toml(cfg))
-        elastic.record(cfg.run.dir, run_dir)  # under torchrun: what a restarted worker resumes
+        # under torchrun: what a restarted worker resumes
+        elastic.record(cfg.run.dir, run_dir, getattr(self, "_fit_index", 0))
         return run_dir
 
     # --- evaluate / predict ----------------------------------------------------------------

@@ -174,6 +174,9 @@ class Checkpointer(Callback):
         part is gathered first (see ``follower``)."""
         if self.writer is not None:
             self._collect(self.writer.wait(self.writer.max_pending - 1), state)
+        # on every rank (the gradient monitor's norms are the all-reduced ones: a non-finite
+        # step is found by all at the same save), before the gather
+        safe = self.before_save is None or self.before_save(state)
         parts = None
         if self.ranks is not None:  # rank 0's part says whether a write failed: all stop alike
             failed = self._failed or state.stop_reason == STOP_REASON
@@ -182,7 +185,7 @@ class Checkpointer(Callback):
                 state.stop(STOP_REASON)
         if self.writer is None:
             return  # a follower: its part is in rank 0's checkpoint
-        if self.before_save is not None and not self.before_save(state):
+        if not safe:
             return  # never a checkpoint of weights after a non-finite step
         if state.stop_reason == STOP_REASON:
             return

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradstep import dist
 from gradstep.callbacks.base import Callback
 from gradstep.state import TrainState
 
@@ -140,8 +141,13 @@ class GradMonitor(Callback):
         if self.clip_norm is not None or self.skip:
             total = torch.linalg.vector_norm(torch.stack(norms))
         if self.skip:
-            losses = torch.stack([loss.detach() for loss, *_ in done])
-            finite = torch.isfinite(total) & torch.isfinite(losses).all()
+            finite = torch.isfinite(total)
+            if done:  # (a rank's empty share of the last block has no loss)
+                losses = torch.stack([loss.detach() for loss, *_ in done])
+                finite = finite & torch.isfinite(losses).all()
+            if dist.distributed():  # the losses are each rank's own: every rank skips alike
+                flag = finite.to(dist.collective_device(), torch.int32).reshape(1)
+                finite = dist.all_reduce_min(flag)
             if not finite.item():  # sync: the decision is needed before the step (documented)
                 self.skipped.append(step)
                 return False

@@ -173,7 +173,7 @@ def restore(
     if rebatch and state.in_epoch:
         # another block of batch_size × world samples (same samples per step): mid-epoch every
         # step took `accumulate` blocks, so the position in the epoch is steps × the new count
-        state.batch = state.step_in_epoch * accumulate
+        state.batch = min(state.step_in_epoch * accumulate, state.batches_per_epoch)
     state.history = list(saved.get("history", []))
     state.train_metrics = dict(saved.get("train_metrics", {}))
     state.val_metrics = dict(saved.get("val_metrics", {}))
@@ -290,7 +290,8 @@ class ResumePlan:
             check_state(saved, ckpt.path, batches_per_epoch=batches_per_epoch)
         elif batches_per_epoch is not None:  # the position in this run's blocks
             p = saved["progress"]
-            at = p["step_in_epoch"] * int(fingerprint.get("accumulate", 1))
+            acc = int(fingerprint.get("accumulate", 1))
+            at = (p["step_in_epoch"] - 1) * acc + 1  # the step's first block (the last: partial)
             if p["in_epoch"] and at > batches_per_epoch:
                 raise CheckpointError(
                     f"{ckpt.path}: state.json: progress.step_in_epoch: step {p['step_in_epoch']} "
@@ -338,6 +339,9 @@ class ResumePlan:
         run = saved.get("run")
         if isinstance(run, dict) and isinstance(run.get("dir"), str) and run["dir"]:
             cfg.run.dir = run["dir"]
+        if self.rebatch:  # the saved config's micro-batches: the same steps, other blocks
+            steps = -(-batches // cfg.train.accumulate)
+            batches = steps * int(self.saved["fingerprint"].get("accumulate", 1))
         controls.keep_schedule_length(saved, batches, warn)
         self.new_changes = resume_changes(
             saved,

@@ -215,8 +215,12 @@ class LoaderBatches:
             last = _to(batch[0], self.device), _to(batch[1], self.device)
             given += 1
             yield last
-        if self.blocks is not None and last is not None and start + given < len(self.blocks):
+        if self.blocks is not None and start + given < len(self.blocks):
             # sharded: this rank's share of the last block is empty; it still takes the step
+            # (also when a resume starts there: then a sample of the data is the template)
+            if last is None:
+                one = self.loader.collate_fn([self.loader.dataset[0]])
+                last = _to(one[0], self.device), _to(one[1], self.device)
             yield _empty(last[0]), last[1][:0]
 
 
