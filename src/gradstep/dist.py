@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -103,7 +104,7 @@ def init(backend: str, *, timeout_s: float, device: torch.device) -> torch.devic
         _joined = True
         if name == "nccl":  # the stop flags on the CPU: reading one never waits for the GPU
             _flags_group = torch.distributed.new_group(backend="gloo")
-        atexit.register(_leave)  # an orderly exit, not the group's destructor at shutdown
+        atexit.register(shutdown)  # an orderly exit, not the group's destructor at shutdown
     except (RuntimeError, ValueError) as err:  # a busy port, a rendezvous that timed out
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         raise UserError(
@@ -137,24 +138,21 @@ _joined = False  # whether init joined the group (a group the user made is left 
 
 
 def shutdown() -> None:
-    """Leave the group :func:`init` joined, at the end of a fit: a last barrier (no rank leaves
-    while rank 0 still writes the final checkpoint), then ``destroy_process_group``. A process
-    that exits without it may abort (SIGABRT) as gloo's threads are torn down with the
-    interpreter, and the agent then kills the others: so it is also registered ``atexit``."""
-    global _joined, _flags_group
-    if _joined and torch.distributed.is_initialized():
-        _joined = False
-        with contextlib.suppress(RuntimeError):
-            torch.distributed.barrier()
-        torch.distributed.destroy_process_group()  # every group: the flags' too
-        _flags_group = None
-
-
-def _leave() -> None:
+    """Leave the group :func:`init` joined, after the fit's last collective:
+    ``destroy_process_group`` (every group: the flags' too), each rank on its own — no
+    barrier, which a rank whose peer had already left could wait in until ``timeout_s``
+    (seen after an elastic restart on a loaded machine). A process that exits without it
+    may abort (SIGABRT) as gloo's threads are torn down with the interpreter, and the agent
+    then kills the others: so it is also registered ``atexit``."""
     global _joined, _flags_group
     if _joined and torch.distributed.is_initialized():
         _joined, _flags_group = False, None
-        with contextlib.suppress(Exception):
+        # what still holds the group (a DDP wrapper's reducer in a reference cycle, a stop
+        # flag's pending work) dies first, not in the interpreter's teardown, where a joinable
+        # thread's destructor aborts the process ("terminate called without an active
+        # exception", seen once on rank 1 on a loaded machine)
+        gc.collect()
+        with contextlib.suppress(RuntimeError):
             torch.distributed.destroy_process_group()
 
 
@@ -230,7 +228,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 _TRANSPORT = re.compile(r"gloo|nccl|timed out|connection (closed|reset|refused)", re.IGNORECASE)
 
 
-def collective_failure(err: BaseException, timeout_s: float | None = None) -> str | None:
+def collective_failure(err: BaseException) -> str | None:
     """One line for a collective that failed under DDP — it waited past ``[dist] timeout_s``,
     or another rank died mid-way — naming this rank and what the backend said (without its
     source location); None for any other error (a user's own, which keeps its traceback)."""
@@ -242,9 +240,8 @@ def collective_failure(err: BaseException, timeout_s: float | None = None) -> st
         return None
     text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's "[.../pair.cc:553] "
     text = text.split(". This is typically")[0]
-    hint = f" ([dist] timeout_s = {timeout_s:g})" if timeout_s else ""
     return (
-        f"rank {rank()}: a collective with the other ranks failed: {text}{hint}; "
+        f"rank {rank()}: a collective with the other ranks failed: {text}; "
         "if another rank died, its own error is the cause"
     )
 
@@ -353,6 +350,12 @@ class AgreedStop:
             self._pending = None
             work.wait()
             self.requested = self.requested or bool(flags[0].item())
+
+    def settle(self) -> None:
+        """Wait for the flags of the last step, if still in flight (a fit that ended mid-epoch):
+        no work is left pending when the group is destroyed."""
+        with contextlib.suppress(RuntimeError):  # a peer already gone: nothing left to agree
+            self._read_pending()
 
     def step(self) -> bool:
         """At a step's end: whether every rank stops here (for a signal)."""

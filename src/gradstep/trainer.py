@@ -416,7 +416,12 @@ class Trainer:
                 console.print(
                     format_verdicts(verdicts), markup=False, highlight=False, soft_wrap=True
                 )
-            dist.shutdown()  # every rank is here: leave together, before rank 0 raises
+            # past the last collective: drop the DDP wrapper (its reducer holds the group),
+            # then leave the group, before rank 0 raises what stopped the run
+            if isinstance(parts.stop, dist.AgreedStop):
+                parts.stop.settle()
+            parts.model = state.model = None
+            dist.shutdown()
             try:
                 if checkpointer is not None and checkpointer.failures:
                     if cfg.checkpoint.on_save_error == "stop":

@@ -274,7 +274,10 @@ class ResumePlan:
         from gradstep.checkpoint.ranks import block_of, reshaped
         from gradstep.checkpoint.schema import check_state
 
-        check_state(saved, ckpt.path)
+        recorded = saved.get("fingerprint") if isinstance(saved, dict) else None
+        same_block = isinstance(recorded, dict) and block_of(recorded) == block_of(fingerprint)
+        # the position is bounded by this run's epoch when its blocks are the checkpoint's
+        check_state(saved, ckpt.path, batches_per_epoch=batches_per_epoch if same_block else None)
         old, new, effective = reshaped(saved["fingerprint"], fingerprint)
         differences = describe_differences(old, new)
         if effective is not None:
@@ -285,10 +288,8 @@ class ResumePlan:
                 "the same settings, or force it (--force, or fit(..., force=True))"
             )
         plan = cls(ckpt, run_dir, saved)
-        plan.rebatch = not differences and block_of(saved["fingerprint"]) != block_of(fingerprint)
-        if batches_per_epoch is not None and not plan.rebatch:
-            check_state(saved, ckpt.path, batches_per_epoch=batches_per_epoch)
-        elif batches_per_epoch is not None:  # the position in this run's blocks
+        plan.rebatch = not differences and not same_block
+        if batches_per_epoch is not None and plan.rebatch:  # the position in this run's blocks
             p = saved["progress"]
             acc = int(fingerprint.get("accumulate", 1))
             at = (p["step_in_epoch"] - 1) * acc + 1  # the step's first block (the last: partial)
