@@ -42,8 +42,6 @@ from gradstep.config.files import (  # noqa: F401
     _format_error,
     _section_key,
     _shown,
-    _toml_key,
-    _toml_value,
     apply_overrides,
     config_from_flat,
     load_config,

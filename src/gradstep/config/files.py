@@ -3,12 +3,12 @@ a bad value, and the resolved config written back as TOML (see :mod:`gradstep.co
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from pydantic import ValidationError
 
 from gradstep.config.sections import _EXPECTED, FLAT_KEYS, SECTIONS, Config
@@ -167,46 +167,40 @@ def config_from_flat(settings: dict[str, Any]) -> Config:
 # --- writing the resolved config back out ------------------------------------------------------
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _toml_key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+def _no_null(where: str, value: Any) -> None:
+    """TOML has no null: a ``None`` inside a value (``[model] args = {"norm": None}`` from the
+    Python API) cannot be written, so it is refused by name rather than dropped."""
+    if value is None:
+        raise UserError(
+            f"{where} = None cannot be written to config.toml (TOML has no null); "
+            "leave the key out to take its default"
+        )
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _no_null(f"{where}.{k}", v)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _no_null(f"{where}[{i}]", v)
 
 
 def to_toml(cfg: Config) -> str:
-    """The config as TOML with every key written out; unset optional keys appear as comments."""
+    """The config as TOML with every key written out; unset optional keys appear as comments.
+
+    Written by ``tomli-w`` (the standard TOML writer: quoting, unicode, ``inf``/``nan``, nested
+    tables), one section at a time so each section's unset keys can follow its header as
+    ``# key = (not set)`` comments, which a writer of data cannot express."""
     lines = ["# Resolved gradstep config: every key, defaults included.", ""]
-    data = cfg.model_dump()
-    for section, values in data.items():
-        tables = {}
+    for section, values in cfg.model_dump().items():
         lines.append(f"[{section}]")
+        tables = []  # a table-valued key ([model] args) follows its section's plain keys
         for key, value in values.items():
             if value is None:
                 lines.append(f"# {key} = (not set)")
-            elif section == "model" and key == "args":
-                tables[f"{section}.{key}"] = value
+                continue
+            _no_null(f"[{section}] {key}", value)
+            if isinstance(value, dict):
+                tables.append(tomli_w.dumps({section: {key: value}}))
             else:
-                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-        for name, table in tables.items():
-            lines += ["", f"[{name}]"]
-            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
-        lines.append("")
+                lines.append(tomli_w.dumps({key: value}).rstrip("\n"))
+        lines += ["", *tables]
     return "\n".join(lines)
