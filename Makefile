@@ -37,10 +37,12 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m pip install -q -e '.[peers]'
+	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/checkpoint.py
 	$(BIN)/python bench/ddp.py
 	$(BIN)/python bench/grad_norm.py
+	$(BIN)/python bench/lab.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -69,15 +69,18 @@ def publish(tmp: str | Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` via a fsync'd temporary sibling and a rename."""
+def write_atomic(path: Path, text: str | bytes, *, sync: bool = True) -> None:
+    """Write ``text`` (or bytes) to ``path`` via a fsync'd temporary sibling and a rename.
+    ``sync=False`` skips the fsync, for files rebuilt from others (plots): still never seen
+    half-written, but a power cut right after may leave the old one or an empty one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         binary = isinstance(text, bytes)
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
