@@ -1,11 +1,32 @@
 """What checkpoints cost: save and load times, and the share of training time they take.
 
 1. Save and load, for the MNIST simplenet (784-128-10, SGD with momentum) and a 10M-parameter
-   MLP (1024-3000-2300-10, Adam: weights + two moments = 3 × 40 MB). *Snapshot* is what the
-   training thread pays (safetensors bytes of weights and optimizer, JSON of the rest); *write* is
-   the background thread's part (hash, write and fsync each file, manifest, rename, fsync the
-   folder, links, pruning); *load* is verify (SHA-256 of every file) + rebuild the model + read
-   the weights and optimizer state.
+   MLP (1024-3000-2300-10, Adam: weights + two moments = 3 × 40 MB), each saved by the
+   trainer's own :class:`~gradstep.checkpoint.snapshot.RunSnapshot` (with an empty config and
+   fingerprint) and a synchronous :class:`~gradstep.checkpoint.writer.CheckpointWriter`
+   (``keep=2``), after three warm-up saves: from then on each is written into the pruned
+   checkpoint's recycled directory, as in a long run. *Snapshot* is what the training thread
+   pays (safetensors bytes of weights and optimizer, JSON of the rest, the finiteness check);
+   *write* is the background thread's part (hash, write each file, manifest, rename, sync,
+   links, pruning); *load* is verify (SHA-256 of every file) + rebuild the model + read the
+   weights and optimizer state. Medians of ``--repeats`` rounds.
+
+   The same rounds time the floor a checkpoint cannot beat: SHA-256 + write + sync of the same
+   bytes and nothing else — the files of the last warm-up checkpoint (its snapshot's files and
+   its manifest, checked against the sizes of the files in its directory: both counts are
+   printed), each hashed and written with plain ``os.write`` over a file of the same name in a
+   folder beside the checkpoints (same filesystem; overwritten in place, as the writer
+   overwrites a recycled directory's files, so no directory entry changes and no directory
+   needs a sync), then made durable as the writer makes them: one ``syncfs`` on Linux (the
+   writer's one flush for all its files and the rename), elsewhere an ``fsync`` of each file
+   (the writer's, less its two directory syncs). One ``fsync`` per file is timed too and
+   printed for reference: on Linux it is dearer for several files than one ``syncfs``, so it is
+   no floor. The checkpoint's cost compared with it is the whole work of one checkpoint —
+   snapshot + serialise + hash + write + sync, and the rename, links and pruning — i.e. the
+   wall time of one synchronous save (snapshot + write above), timed the same way. Each round
+   times one save and one floor, the floor first in every other round; the ratio is the median
+   of the rounds' ratios. Target: <= 1.5x. (In training the write runs on its own thread, so
+   what the training thread waits for is the snapshot alone: see 2.)
 2. The MNIST example (``examples/mnist_simplenet.toml``, on ``../shared/data/mnist``: 8,000
    training images, so an epoch is only ~0.15-0.2 s and a checkpoint every epoch is frequent):
    the share of training time per-epoch checkpointing costs. Two parts:
@@ -35,14 +56,17 @@
    real files), timed without checkpoints. A checkpoint costs the same whatever the data's size;
    only the epoch it is compared with is longer.
 
-    python bench/checkpoint.py [--rounds 5] [--epochs 36] [--window 10] [--full-epochs 3]
+    python bench/checkpoint.py [--repeats 9] [--rounds 5] [--epochs 36] [--window 10]
+                               [--full-epochs 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
+import os
 import statistics
 import struct
 import tempfile
@@ -55,16 +79,18 @@ import torch
 
 import gradstep as gs
 from gradstep.callbacks.checkpoint import Checkpointer
-from gradstep.checkpoint.content import optimizer_state
-from gradstep.checkpoint.encoding import tensors_to_bytes
-from gradstep.checkpoint.files import json_bytes
+from gradstep.checkpoint.files import _SYNCFS, MANIFEST
 from gradstep.checkpoint.load import load_for_inference
+from gradstep.checkpoint.snapshot import RunSnapshot
 from gradstep.checkpoint.writer import CheckpointWriter, Job
 from gradstep.data.idx import read_idx
 from gradstep.models import MLP, SimpleNet
+from gradstep.state import TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
+WARMUP_SAVES = 3  # with keep=2, the 4th save is the first into a recycled directory
+FLOOR_TARGET = 1.5
 
 
 def _model_and_optimizer(kind: str) -> tuple[torch.nn.Module, torch.optim.Optimizer, dict]:
@@ -84,39 +110,99 @@ def _model_and_optimizer(kind: str) -> tuple[torch.nn.Module, torch.optim.Optimi
     return model, opt, {"name": name, "args": args, "task": "multiclass", "input": {}}
 
 
-def time_save_load(kind: str, repeats: int) -> dict[str, float]:
+def floor_write(files: dict[str, bytes], folder: Path, fsync_each: bool = False) -> float:
+    """Seconds to SHA-256, write and make durable ``files`` (name -> bytes) in ``folder``,
+    nothing else: each file's digest, its bytes written with plain ``os.write`` over the
+    existing file of that name (in place: no directory entry changes), then one ``syncfs``
+    of the filesystem — or, with ``fsync_each`` or where there is no ``syncfs``, an ``fsync``
+    of each file. Run it once untimed first, to create the files."""
+    sync = _SYNCFS
+    t0 = time.perf_counter()
+    for name, data in files.items():
+        hashlib.sha256(data).hexdigest()
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync_each or sync is None:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    if not fsync_each and sync is not None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if sync(fd) != 0:
+                raise OSError("syncfs failed")
+        finally:
+            os.close(fd)
+    return time.perf_counter() - t0
+
+
+def time_save_load(kind: str, repeats: int) -> dict[str, Any]:
+    """Snapshot, write and load times of ``kind``'s checkpoint, and the floor's (see the
+    module docstring): medians over ``repeats`` rounds, in seconds; ``ratio`` is the median
+    of the rounds' (snapshot + write) / floor; ``floor_bytes`` and ``disk_bytes`` count the
+    floor's bytes and the checkpoint directory's."""
     model, opt, info = _model_and_optimizer(kind)
-    snaps, writes, loads = [], [], []
+    snapshot = RunSnapshot(model, opt, info, {}, {}, None, None)  # the trainer's snapshot
+    state = TrainState(epochs=1, batches_per_epoch=1)
+    snaps, writes, loads, floors, fsyncs, ratios = [], [], [], [], [], []
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         folder = Path(tmp) / "checkpoints"
         writer = CheckpointWriter(folder, keep=2, background=False)
-        for i in range(repeats):
-            t0 = time.perf_counter()  # what RunSnapshot does on the training thread
-            tensors, meta = optimizer_state(opt)
-            files = {
-                "model.safetensors": tensors_to_bytes(model.state_dict()),
-                "optimizer.safetensors": tensors_to_bytes(tensors),
-                "model.json": json_bytes(info),
-                "state.json": json_bytes({"optimizer": meta}),
-            }
-            job = Job(name=f"step-{i + 1:06d}", files=files)
+
+        def save() -> tuple[Job, float, float]:
+            state.global_step += 1
+            t0 = time.perf_counter()  # what Checkpointer.save does on the training thread
+            job = snapshot(state, Job(name=f"step-{state.global_step:06d}"))
             t1 = time.perf_counter()
             outcomes = writer.submit(job) + writer.wait()
             t2 = time.perf_counter()
-            assert all(o.error is None for o in outcomes)
+            assert all(o.error is None for o in outcomes), outcomes
+            return job, t1 - t0, t2 - t1
+
+        for _ in range(WARMUP_SAVES):
+            job, _, _ = save()
+        written = folder / job.name
+        files = {name: bytes(data) for name, data in job.files.items()}
+        files[MANIFEST] = (written / MANIFEST).read_bytes()
+        disk = {p.name: p.stat().st_size for p in written.iterdir()}
+        floor_dir = Path(tmp) / "floor"
+        floor_dir.mkdir()
+        floor_write(files, floor_dir)  # creates the files: from now on, overwritten in place
+        for i in range(repeats):
+            if i % 2:
+                _, snap, write = save()
+                floor = floor_write(files, floor_dir)
+            else:
+                floor = floor_write(files, floor_dir)
+                _, snap, write = save()
+            t0 = time.perf_counter()
             ckpt, loaded = load_for_inference(folder / "latest")
             ckpt.optimizer_tensors()
-            t3 = time.perf_counter()
-            snaps.append(t1 - t0)
-            writes.append(t2 - t1)
-            loads.append(t3 - t2)
+            loads.append(time.perf_counter() - t0)
             assert torch.equal(next(iter(loaded.parameters())), next(iter(model.parameters())))
+            fsyncs.append(floor_write(files, floor_dir, fsync_each=True))
+            snaps.append(snap)
+            writes.append(write)
+            floors.append(floor)
+            ratios.append((snap + write) / floor)
+        writer.close()
     params = sum(p.numel() for p in model.parameters())
     return {
         "params": params,
         "snapshot": statistics.median(snaps),
         "write": statistics.median(writes),
         "load": statistics.median(loads),
+        "save": statistics.median(a + b for a, b in zip(snaps, writes, strict=True)),
+        "floor": statistics.median(floors),
+        "fsync_each": statistics.median(fsyncs),
+        "ratio": statistics.median(ratios),
+        "floor_bytes": sum(len(b) for b in files.values()),
+        "floor_files": len(files),
+        "disk_bytes": sum(disk.values()),
+        "disk_files": len(disk),
     }
 
 
@@ -337,7 +423,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=36)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--repeats", type=int, default=9, help="rounds of save, floor and load per model"
+    )
     parser.add_argument("--window", type=int, default=10, help="steps compared after a write")
     parser.add_argument(
         "--full-epochs", type=int, default=3, help="epochs timed at the full split's size"
@@ -350,12 +438,25 @@ def main() -> None:
     if args.full_epochs < 2:
         parser.error("--full-epochs must be at least 2 (the first epoch warms up)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    sync = "fsync of each file" if _SYNCFS is None else "one syncfs"
+    ratios = {}
     for kind in ("simplenet", "mlp10m"):
         t = time_save_load(kind, args.repeats)
+        ratios[kind] = t["ratio"]
         print(
             f"{kind:>10}: {t['params']:>10,} parameters: snapshot {t['snapshot'] * 1e3:7.1f} ms "
             f"(training thread), write {t['write'] * 1e3:7.1f} ms (background), "
             f"load {t['load'] * 1e3:7.1f} ms"
+        )
+        verdict = "OK" if t["ratio"] <= FLOOR_TARGET else "over target"
+        same = "the same" if t["disk_bytes"] == t["floor_bytes"] else "NOT the same"
+        print(
+            f"checkpoint {kind}: {t['save'] * 1e3:.1f} ms (snapshot + write, synchronous) vs "
+            f"floor (sha256 + write + {sync} of the same {t['floor_bytes']:,} bytes in "
+            f"{t['floor_files']} files) {t['floor'] * 1e3:.1f} ms: ratio {t['ratio']:.2f}x "
+            f"(target <= {FLOOR_TARGET}) {verdict}; the checkpoint directory's "
+            f"{t['disk_files']} files hold {t['disk_bytes']:,} bytes ({same}); an fsync of "
+            f"each file instead: {t['fsync_each'] * 1e3:.1f} ms"
         )
     if not (MNIST / "t10k-images-idx3-ubyte.gz").is_file():
         print(f"MNIST not found at {MNIST}: share of training time not measured")
@@ -394,6 +495,12 @@ def main() -> None:
         f"{s['share']:+.2%} +- {s['share_se']:.2%} of training time measured (blocking + "
         f"background, means), {s['cpu_share']:.2%} counted (blocking + writer CPU); target "
         f"<= 2%: {verdict}"
+    )
+    verdict = "OK" if max(ratios.values()) <= FLOOR_TARGET else "over target"
+    print(
+        "beside it, a checkpoint's whole cost against its floor (sha256 + write + sync of the "
+        f"same bytes): {', '.join(f'{k} {r:.2f}x' for k, r in ratios.items())}; target <= "
+        f"{FLOOR_TARGET}x: {verdict}"
     )
 
 

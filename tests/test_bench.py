@@ -39,6 +39,30 @@ def test_checkpoint_benchmark_runs_and_prints_its_figures():
     full = re.search(r"an epoch takes (\d+) ms, and the same ([\d.]+) ms per checkpoint is", out)
     assert full is not None, out
     assert int(full.group(1)) > 0 and float(full.group(2)) > 0
+    # each model's synchronous save against its floor: SHA-256 + write + sync of the same bytes
+    for kind in ("simplenet", "mlp10m"):
+        floor = re.search(
+            rf"^checkpoint {kind}: ([\d.]+) ms \(snapshot \+ write, synchronous\) vs floor "
+            r"\(sha256 \+ write \+ (?:one syncfs|fsync of each file) of the same ([\d,]+) bytes "
+            r"in (\d+) files\) ([\d.]+) ms: ratio ([\d.]+)x \(target <= 1.5\) (OK|over target); "
+            r"the checkpoint directory's (\d+) files hold ([\d,]+) bytes \(the same\); an fsync "
+            r"of each file instead: ([\d.]+) ms$",
+            out,
+            re.M,
+        )
+        assert floor is not None, out
+        assert float(floor.group(1)) > 0 and float(floor.group(4)) > 0
+        assert float(floor.group(5)) > 0 and float(floor.group(9)) > 0
+        # the floor writes exactly the checkpoint's files: as many, and as many bytes
+        assert floor.group(2) == floor.group(8) and floor.group(3) == floor.group(7)
+    beside = re.search(
+        r"^beside it, a checkpoint's whole cost against its floor \(sha256 \+ write \+ sync of "
+        r"the same bytes\): simplenet ([\d.]+)x, mlp10m ([\d.]+)x; target <= 1.5x: "
+        r"(OK|over target)$",
+        out,
+        re.M,
+    )
+    assert beside is not None, out
 
 
 def test_grad_norm_benchmark_runs_and_prints_the_cost_per_workload():
@@ -48,6 +72,25 @@ def test_grad_norm_benchmark_runs_and_prints_the_cost_per_workload():
     assert out.count("counted;") == 6  # the time inside the monitor, for each figure
     assert "+ clip_norm=1" in out
     assert "target: grad_norm monitoring <= 3 % per step" in out
+    # the monitor's time per step against one bare call on the same gradients, in the step
+    for workload in ("tiny", "mnist", "cnn"):
+        for label, bare, target in (
+            ("grad_norm     ", "torch._foreach_norm", r"\(target <= 1.3\) (?:OK|OVER)"),
+            (r"\+ clip_norm=1 ", r"clip_grad_norm_\(foreach=True\)", r"\(for reference\)"),
+        ):
+            floor = re.search(
+                rf"^ *{workload}: {label} ([\d.]+) us/step inside the monitor \(median call "
+                rf"([\d.]+) \+ reads ([\d.]+)\) vs ([\d.]+) us for one bare {bare} on the same "
+                rf"gradients in the step \(median of (\d+)\): ([\d.]+)x {target}; from means "
+                r"per epoch ([\d.]+) vs ([\d.]+) us: ([\d.]+)x; the bare call in a row "
+                r"([\d.]+) us$",
+                out,
+                re.M,
+            )
+            assert floor is not None, out
+            assert float(floor.group(1)) > 0 and float(floor.group(4)) > 0
+            assert int(floor.group(5)) > 0 and float(floor.group(6)) > 0
+    assert "target: the monitor's time per step <= 1.3x one bare torch._foreach_norm" in out
 
 
 def test_ddp_benchmark_runs_and_prints_the_table():
