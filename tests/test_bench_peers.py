@@ -41,7 +41,7 @@ def test_peers_benchmark_runs_the_systems_that_need_no_peer_and_prints_the_table
         for system in systems:
             (row,) = rows(section, system)
             low, med, high = (float(row.group(i)) for i in (2, 1, 3))
-            assert 0 < low <= med <= high
+            assert 0 <= low <= med <= high  # seconds to 2 places: a tiny smoke fit shows 0.00
             assert float(row.group(4)) > 0  # the ratio to the hand loop
             assert float(row.group(5)) > 0 and float(row.group(6)) >= 0  # import, set-up
             assert 0 <= float(row.group(7)) <= 1  # the final accuracy

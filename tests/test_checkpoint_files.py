@@ -293,3 +293,31 @@ def test_a_manifest_must_match_its_own_checksum_and_one_without_still_loads(tmp_
     del manifest["manifest_sha256"]  # the earliest checkpoints' form
     path.write_text(json.dumps(manifest, indent=1))
     files.verify(tmp_path / "step-000001")
+
+
+def test_a_mid_epoch_best_checkpoint_names_the_epoch_it_was_taken_in(tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from gradstep.logging.console import print_summary
+    from gradstep.summary import best_from_checkpointer
+
+    history = [{"epoch": 1, "step": 6}, {"epoch": 2, "step": 12}, {"epoch": 3, "step": 18}]
+    ckpt = SimpleNamespace(
+        best_step=8, best_name="step-000008", best_value=0.5, monitor="val_loss",
+        directory=tmp_path,
+    )  # fmt: skip
+    best = best_from_checkpointer(ckpt, history)
+    assert best["epoch"] == 2 and best["step"] == 8  # step 8 lies in epoch 2 (steps 7-12)
+    ckpt.best_step = 20  # in epoch 4, which has no record yet (a run stopped in it)
+    later = best_from_checkpointer(ckpt, history)
+    assert later["epoch"] is None
+    out = io.StringIO()
+    summary = {
+        "stop_reason": "interrupted", "epochs_completed": 3, "global_step": 20, "final": {},
+        "best": later, "timings": {"wall_time_s": 1.0, "samples_per_second": 10.0},
+    }  # fmt: skip
+    print_summary(Console(file=out, width=300), summary, "runs/x")
+    assert "best val_loss 0.5000 (step 20)," in out.getvalue(), out.getvalue()

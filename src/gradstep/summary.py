@@ -54,7 +54,9 @@ def best_from_checkpointer(ckpt: Any, history: list[dict[str, Any]]) -> dict[str
     if ckpt.best_step is None:
         return None
     path = ckpt.directory / ckpt.best_name if ckpt.best_name else None
-    epoch = next((h["epoch"] for h in history if h["step"] == ckpt.best_step), None)
+    # the epoch the checkpoint was taken in: the first epoch record at or after its step (a
+    # checkpoint every N steps is mostly mid-epoch); None while that epoch has no record yet
+    epoch = next((h["epoch"] for h in history if h["step"] >= ckpt.best_step), None)
     return {
         "monitor": ckpt.monitor,
         "value": ckpt.best_value,

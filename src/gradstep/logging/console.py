@@ -77,7 +77,8 @@ def print_summary(console: Console, summary: dict[str, Any], run_dir: str) -> No
         *[(k, f"{v:.2%}" if k.endswith("_acc") else _fmt(v)) for k, v in final.items()],
     ]
     if best.get("value") is not None:
-        rows.append((f"best {best['monitor']}", f"{_fmt(best['value'])} (epoch {best['epoch']})"))
+        at = f"epoch {best['epoch']}" if best.get("epoch") is not None else f"step {best['step']}"
+        rows.append((f"best {best['monitor']}", f"{_fmt(best['value'])} ({at})"))
     rows += [
         ("wall time", f"{t['wall_time_s']:.2f}s"),
         ("samples/s", f"{t['samples_per_second']:,.0f}"),
