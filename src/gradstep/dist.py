@@ -104,7 +104,9 @@ def init(backend: str, *, timeout_s: float, device: torch.device) -> torch.devic
         _joined = True
         if name == "nccl":  # the stop flags on the CPU: reading one never waits for the GPU
             _flags_group = torch.distributed.new_group(backend="gloo")
-        atexit.register(shutdown)  # an orderly exit, not the group's destructor at shutdown
+        # an orderly exit, not the group's destructor at interpreter shutdown; no barrier: a
+        # process that gets here still joined is leaving on an error, its peers mid-collective
+        atexit.register(shutdown, wait=False)
     except (RuntimeError, ValueError) as err:  # a busy port, a rendezvous that timed out
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         raise UserError(
@@ -137,7 +139,7 @@ _flags_group: Any = None  # under nccl, a gloo group for AgreedStop's flags (CPU
 _joined = False  # whether init joined the group (a group the user made is left to them)
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
     """Leave the group :func:`init` joined, after the fit's last collective: a barrier (on the
     gloo flags group under nccl), so that no rank tears its connections down while another
     still uses them, then ``destroy_process_group`` (every group: the flags' too). Without the
@@ -145,16 +147,19 @@ def shutdown() -> None:
     while leaving ("terminate called without an active exception": 2 of 3 full test runs on
     one day). The barrier waits at most ``[dist] timeout_s``, like any collective; what held
     the group (a DDP wrapper's reducer, in a reference cycle) is collected first, not in the
-    interpreter's teardown. A process that exits without leaving may abort as gloo's threads
-    are torn down with the interpreter, and the agent then kills the others: so this is also
-    registered ``atexit``."""
+    interpreter's teardown. ``wait=False`` skips the barrier: for a rank whose fit failed,
+    while the others may still wait in a collective of the step it never finished (a barrier
+    there would wait with them until ``timeout_s``). A process that exits without leaving may
+    abort as gloo's threads are torn down with the interpreter, and the agent then kills the
+    others: so this is also registered ``atexit``."""
     global _joined, _flags_group
     if _joined and torch.distributed.is_initialized():
         group = _flags_group  # None: the default group, gloo
         _joined, _flags_group = False, None
         gc.collect()
-        with contextlib.suppress(RuntimeError):  # a peer already gone: leave anyway
-            torch.distributed.barrier(group=group)
+        if wait:
+            with contextlib.suppress(RuntimeError):  # a peer already gone: leave anyway
+                torch.distributed.barrier(group=group)
         with contextlib.suppress(RuntimeError):
             torch.distributed.destroy_process_group()
 

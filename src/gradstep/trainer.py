@@ -421,7 +421,7 @@ class Trainer:
             if isinstance(parts.stop, dist.AgreedStop):
                 parts.stop.settle()
             parts.model = state.model = None
-            dist.shutdown()
+            dist.shutdown(wait=failure is None)
             try:
                 if checkpointer is not None and checkpointer.failures:
                     if cfg.checkpoint.on_save_error == "stop":
