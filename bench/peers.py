@@ -239,25 +239,22 @@ def validate(model: Any, batches: Any, criterion: Any) -> tuple[float, float]:
     return loss_sum.item() / n, correct.item() / n  # the epoch's one read
 
 
-def child_hand(w: dict, d: dict, a: argparse.Namespace) -> dict:
+def plain_loop(w: dict, a: argparse.Namespace, epoch_batches: Any, val: Any) -> dict:
+    """The seeds' loop, timed: each epoch zero_grad, forward, loss, backward, step over
+    ``epoch_batches()`` (called inside the epoch's timing: its shuffle counts), then the
+    validation pass on B."""
     import torch
     from torch import nn
 
     model = make_model(w)
     optimizer = torch.optim.SGD(model.parameters(), lr=w["lr"], momentum=w["momentum"])
     criterion = nn.CrossEntropyLoss()
-    x, y, b = d["x"], d["y"], w["batch"]
-    n = len(y)
-    val = list(zip(d["xv"].split(b), d["yv"].split(b), strict=True)) if w["validate"] else None
     steps, epoch_s = 0, []
     t0 = time.perf_counter()
     for _ in range(a.epochs):
         started = time.perf_counter()
         model.train()
-        perm = torch.randperm(n)
-        xs, ys = x[perm], y[perm]
-        for i in range(0, n, b):
-            xb, yb = xs[i : i + b], ys[i : i + b]
+        for xb, yb in epoch_batches():
             optimizer.zero_grad()
             loss = criterion(model(xb), yb)
             loss.backward()
@@ -268,6 +265,21 @@ def child_hand(w: dict, d: dict, a: argparse.Namespace) -> dict:
         epoch_s.append(time.perf_counter() - started)
     fit_s = time.perf_counter() - t0
     return {"fit_s": fit_s, "model": model, "epochs": a.epochs, "steps": steps, "epoch_s": epoch_s}
+
+
+def child_hand(w: dict, d: dict, a: argparse.Namespace) -> dict:
+    import torch
+
+    x, y, b = d["x"], d["y"], w["batch"]
+    n = len(y)
+    val = list(zip(d["xv"].split(b), d["yv"].split(b), strict=True)) if w["validate"] else None
+
+    def epoch_batches() -> Any:  # one randperm, the shuffled copy sliced
+        perm = torch.randperm(n)
+        xs, ys = x[perm], y[perm]
+        return ((xs[i : i + b], ys[i : i + b]) for i in range(0, n, b))
+
+    return plain_loop(w, a, epoch_batches, val)
 
 
 def loaders(w: dict, d: dict) -> tuple[Any, Any]:
@@ -281,29 +293,8 @@ def loaders(w: dict, d: dict) -> tuple[Any, Any]:
 
 
 def child_dataloader(w: dict, d: dict, a: argparse.Namespace) -> dict:
-    import torch
-    from torch import nn
-
-    model = make_model(w)
-    optimizer = torch.optim.SGD(model.parameters(), lr=w["lr"], momentum=w["momentum"])
-    criterion = nn.CrossEntropyLoss()
     train, val = loaders(w, d)
-    steps, epoch_s = 0, []
-    t0 = time.perf_counter()
-    for _ in range(a.epochs):
-        started = time.perf_counter()
-        model.train()
-        for xb, yb in train:
-            optimizer.zero_grad()
-            loss = criterion(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-        if val is not None:
-            validate(model, val, criterion)
-        epoch_s.append(time.perf_counter() - started)
-    fit_s = time.perf_counter() - t0
-    return {"fit_s": fit_s, "model": model, "epochs": a.epochs, "steps": steps, "epoch_s": epoch_s}
+    return plain_loop(w, a, lambda: train, val)
 
 
 def child_gradstep(w: dict, d: dict, a: argparse.Namespace) -> dict:

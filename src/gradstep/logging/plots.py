@@ -53,8 +53,9 @@ def _figure(ncols: int = 1) -> Any:
     fig = Figure(figsize=(5.2 * ncols, 3.8), dpi=100)
     # fixed margins, not layout="constrained": that solver was a third of the plotting time
     # (the end of every fit); these fit the labels the plots draw (ticks like 1e-05, titles)
-    fig.subplots_adjust(left=0.14 / ncols, right=1 - 0.03 / ncols, bottom=0.13, top=0.91)
-    fig.subplots_adjust(wspace=0.3)
+    fig.subplots_adjust(
+        left=0.14 / ncols, right=1 - 0.03 / ncols, bottom=0.13, top=0.91, wspace=0.3
+    )
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
